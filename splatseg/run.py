@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from splatseg.io.atomic import atomic_write
 
 RUN_VERSION = 1
 
@@ -41,18 +41,12 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def atomic_write_bytes(path: Path, writer) -> None:
-    """Calls writer(file_object) on a temporary file beside `path`, then renames it into place."""
+    """Calls writer(binary file object) on a temporary file beside `path` (parents created),
+    then renames it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        writer(f)
 
 
 def write_json(path: Path, obj) -> None:

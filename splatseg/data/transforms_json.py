@@ -27,7 +27,7 @@ import numpy as np
 
 from splatseg.data import SceneError
 from splatseg.io.images import ImageError, image_size
-from splatseg.io.ply import atomic_write
+from splatseg.io.atomic import atomic_write
 from splatseg.types import Cameras
 
 __all__ = ["load_transforms_json", "write_transforms_json", "OPENGL_FROM_OPENCV", "IMAGE_EXTENSIONS"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from splatseg.io.ply import atomic_write
+from splatseg.io.atomic import atomic_write
 
 __all__ = ["ImageError", "load_image", "save_image", "load_mask", "image_size"]
 

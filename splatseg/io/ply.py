@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
 
 import numpy as np
 from numpy.lib.recfunctions import structured_to_unstructured
 from plyfile import PlyData, PlyElement, PlyParseError
 
+from splatseg.io.atomic import atomic_write  # noqa: F401 - re-exported for older imports
 from splatseg.types import Splats, num_sh_bases
 
 __all__ = [
@@ -56,35 +54,6 @@ _F_REST_RE = re.compile(r"f_rest_(\d+)$")
 _VALID_F_REST = {3 * (num_sh_bases(d) - 1): d for d in range(4)}  # {0: 0, 9: 1, 24: 2, 45: 3}
 # Scalar types a PLY file can hold (numpy kind + itemsize), i.e. plyfile's type table.
 _PLY_SCALAR = {("i", 1), ("u", 1), ("i", 2), ("u", 2), ("i", 4), ("u", 4), ("f", 4), ("f", 8)}
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Open a temporary binary file beside `path`; on clean exit fsync it and `os.replace` it onto
-    `path` (mode 0666 & ~umask). On any exception the temporary file is removed and `path` is left
-    untouched. The parent directory must exist."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # --------------------------------------------------------------------------------------------
