@@ -1,0 +1,416 @@
+"""Weights-free multi-level segments: scikit-image's `felzenszwalb` on colour, guided by the
+geometry the splats render for the view (depth, opacity), so no model weights are needed.
+
+Input: rgb uint8 [H, W, 3] (RGB order); optional `Geometry` (depth = camera-frame z in scene units,
+alpha = accumulated opacity, K in pixels; OpenCV camera frame). Output: `Segments` with int32
+segmaps [L, H, W] (L = 1..3), -1 = no segment, indices unique across levels, model
+"felzenszwalb-rgbd" (with geometry) or "felzenszwalb-rgb" (colour only).
+
+Why geometry (DESIGN.md, "Weights-free segments"): colour superpixels split textured objects and
+merge them with the background, so a whole-object level rarely exists in colour alone. Rendered
+depth has crisp object edges. The cues that separate one object from another are
+  - depth discontinuities (an object in front of whatever lies behind it), and
+  - concave creases (where an object stands on the ground or a table),
+while the edges *inside* an object (a box's faces) are convex. Normals alone would split a box
+into its faces, so level 0 segments on depth jumps + concave creases instead:
+  concavity  C = f * lap(d) / d,   d = 1 / z  (inverse depth is affine in the pixel coordinates on
+  any plane, so C = 0 on planes, C > 0 on a valley seen from the camera, C < 0 on a ridge);
+  C is the change in slope (tan of the surface tilt) across a crease: dimensionless, independent of
+  scene scale and image resolution.
+Pixels with C > `concave_threshold` or a relative depth step > `jump_threshold` are boundaries;
+regions are seeded by the connected interiors (boundaries dilated by `gap_close_px`, which bridges
+small gaps) and grown back over the boundary pixels by a watershed.
+
+Levels (each level nests inside the previous one and covers it as completely as it can):
+  0 whole objects: the geometry regions above (colour felzenszwalb at `object_scale` without geometry)
+  1 parts: colour (+ optional normals) felzenszwalb at `part_scale`, never crossing level-0 edges
+  2 sub-parts: colour felzenszwalb at `subpart_scale`, never crossing level-1 edges
+Colour is not smoothed across the parent level's edges, and one-pixel "ribbon" segments of blended
+colour along an edge are dissolved into their neighbours. Pixels with alpha < `min_alpha` are -1 at
+every level; segments smaller than
+`min_segment_fraction` of the image become -1. A region that does not split again reappears at the
+finer level under a new index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, fields
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from splatseg.segments.cache import SegmentsError
+from splatseg.segments.geometry import Geometry, normals_from_depth
+from splatseg.types import Segments
+
+_LABEL_GAP = 1.0e4  # distance in the feature image between pixels of different parent segments
+
+
+@dataclass(frozen=True)
+class FelzenszwalbConfig:
+    """Weights-free segments from colour and rendered geometry (scikit-image felzenszwalb)."""
+
+    num_levels: int = 3
+    """Number of levels to write (1 to 3): whole objects / parts / sub-parts."""
+    object_scale: float = 3000.0
+    """Felzenszwalb scale (0-255 colour units, at `scale_reference_pixels`) of level 0 when no geometry
+    is given; larger = bigger segments."""
+    part_scale: float = 1000.0
+    """Felzenszwalb scale of level 1 (parts), on colour inside each level-0 segment."""
+    subpart_scale: float = 300.0
+    """Felzenszwalb scale of level 2 (sub-parts), on colour inside each level-1 segment."""
+    scale_reference_pixels: int = 65536
+    """Pixel count (H*W) at which the scales above apply; they grow linearly with H*W, so segments
+    keep their relative size across resolutions (felzenszwalb's own scale is in pixels)."""
+    sigma: float = 0.8
+    """Gaussian smoothing (pixels) of the colour image before felzenszwalb."""
+    luminance_weight: float = 0.5
+    """Weight of brightness against chroma in the colour distance (1 = plain RGB distance; lower
+    values make shading across an object's faces matter less than hue)."""
+    part_normal_weight: float = 0.0
+    """Weight of the rendered normals (unit vectors) next to colour in [0, 1] for levels 1-2; 0 = colour only."""
+    min_segment_fraction: float = 0.002
+    """Segments smaller than this fraction of the image's pixels are dropped (-1)."""
+    min_alpha: float = 0.5
+    """Pixels whose rendered opacity is below this are empty background: -1 at every level."""
+    jump_threshold: float = 0.04
+    """Relative depth step between neighbouring pixels (|ln z1 - ln z2|) that counts as an object edge."""
+    concave_threshold: float = 0.25
+    """Concavity C = f * laplacian(1/z) / (1/z) (slope change across a crease, dimensionless) above
+    which a crease separates objects (e.g. where an object stands on a table)."""
+    concave_noise_factor: float = 4.0
+    """Noise guard: while the robust standard deviation (1.4826 * MAD) of C over the view exceeds
+    concave_threshold / concave_noise_factor, C is measured again with twice the smoothing and step
+    (at most 3 times); 0 = never."""
+    crease_step: int = 3
+    """Step (pixels) of the second differences that measure C; larger = less noise-sensitive, coarser."""
+    depth_smoothing: float = 1.5
+    """Gaussian smoothing (pixels) of the inverse depth before measuring C; 0 = none."""
+    gap_close_px: int = 2
+    """Boundary dilation (pixels) when seeding level-0 regions: closes gaps up to about twice this."""
+
+    def model_name(self, with_geometry: bool) -> str:
+        """The `model` string written to the cache: "felzenszwalb-rgbd" / "felzenszwalb-rgb", with
+        "/<8 hex>" appended when any parameter differs from the defaults (so caches follow tuning)."""
+        base = "felzenszwalb-rgbd" if with_geometry else "felzenszwalb-rgb"
+        return base + _config_digest(self)
+
+    def check(self) -> None:
+        if not 1 <= self.num_levels <= 3:
+            raise SegmentsError(f"felzenszwalb num_levels must be 1, 2 or 3, got {self.num_levels}")
+        if self.crease_step < 1:
+            raise SegmentsError(f"felzenszwalb crease_step must be >= 1, got {self.crease_step}")
+        if not 0 <= self.min_segment_fraction < 1:
+            raise SegmentsError(f"felzenszwalb min_segment_fraction must be in [0, 1), got {self.min_segment_fraction}")
+
+
+def _config_digest(cfg) -> str:
+    """"" for a default config, else "/" + 8 hex digits of the non-default fields."""
+    default = type(cfg)()
+    changed = {f.name: getattr(cfg, f.name) for f in fields(cfg) if getattr(cfg, f.name) != getattr(default, f.name)}
+    if not changed:
+        return ""
+    return "/" + hashlib.sha1(repr(sorted(changed.items())).encode()).hexdigest()[:8]
+
+
+class FelzenszwalbSource:
+    """Callable mask source: `source(rgb, geometry=None) -> Segments` (see the module docstring)."""
+
+    def __init__(self, config: FelzenszwalbConfig | None = None):
+        self.config = config or FelzenszwalbConfig()
+        self.config.check()
+
+    def model_name(self, with_geometry: bool) -> str:
+        return self.config.model_name(with_geometry)
+
+    def __call__(self, rgb: np.ndarray, geometry: Geometry | None = None) -> Segments:
+        return felzenszwalb_segments(rgb, geometry, self.config)
+
+
+def felzenszwalb_segments(rgb: np.ndarray, geometry: Geometry | None = None, config: FelzenszwalbConfig | None = None) -> Segments:
+    """Multi-level segments of one view; see the module docstring."""
+    cfg = config or FelzenszwalbConfig()
+    cfg.check()
+    _check_rgb(rgb)
+    H, W = rgb.shape[:2]
+    min_pixels = max(1, int(np.ceil(cfg.min_segment_fraction * H * W)))
+    size_factor = H * W / float(cfg.scale_reference_pixels)
+    raw = colour_features(rgb, cfg.luminance_weight)
+    colour = raw
+    if cfg.sigma > 0:
+        colour = ndi.gaussian_filter(raw, sigma=(cfg.sigma, cfg.sigma, 0), mode="reflect")
+
+    if geometry is not None:
+        geometry.check((H, W))
+        valid = geometry.valid(cfg.min_alpha)
+        level0 = geometry_regions(geometry, cfg, valid=valid)
+        normals = None
+        if cfg.part_normal_weight > 0:
+            normals = cfg.part_normal_weight * normals_from_depth(np.asarray(geometry.depth, np.float64), np.asarray(geometry.K, np.float64), valid)
+    else:
+        valid = np.ones((H, W), bool)
+        normals = None
+        level0 = _felzenszwalb(colour, None, cfg.object_scale * size_factor, min_pixels)
+    levels = [_drop_small(level0, valid, min_pixels)]
+    radius = int(np.ceil(2 * cfg.sigma))
+    for scale in (cfg.part_scale, cfg.subpart_scale)[: cfg.num_levels - 1]:
+        parent = levels[-1]
+        # No smoothing across the parent's edges: mixed colours there would form thin ring segments.
+        feature = np.where(_near_edge(parent, radius)[..., None], raw, colour) if radius > 0 else colour
+        if normals is not None:
+            feature = np.concatenate([feature, normals], axis=-1)
+        child = _nest(parent, _felzenszwalb(feature, parent, scale * size_factor, min_pixels))
+        child = _absorb_thin(child, parent, raw)
+        levels.append(_drop_small(child, valid, min_pixels))
+
+    segmaps = np.stack(levels).astype(np.int32)
+    offset = 0
+    for level in range(segmaps.shape[0]):
+        m = segmaps[level] >= 0
+        segmaps[level][m] += offset
+        offset = int(segmaps[level].max()) + 1 if m.any() else offset
+    return Segments(segmaps=segmaps, model=cfg.model_name(geometry is not None))
+
+
+def geometry_edges(geometry: Geometry, config: FelzenszwalbConfig | None = None, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(jump bool [H, W], far bool [H, W], concavity float32 [H, W]) of one view.
+
+    jump: a 4-neighbour has |ln z - ln z'| > jump_threshold (both sides of the step are marked);
+    far: the pixel is the farther side of such a step. concavity: C = f * lap(d) / d with d = 1/z
+    (smoothed), second differences of step `crease_step` along x (times fx) and y (times fy);
+    C = 0 where not measurable.
+    """
+    cfg = config or FelzenszwalbConfig()
+    if valid is None:
+        valid = geometry.valid(cfg.min_alpha)
+    z = np.asarray(geometry.depth, np.float64)
+    K = np.asarray(geometry.K, np.float64)
+    lz = np.where(valid, np.log(np.where(valid, z, 1.0)), 0.0)
+    jump = np.zeros(z.shape, bool)
+    far = np.zeros(z.shape, bool)
+    for axis in (0, 1):
+        a = [slice(None)] * 2
+        b = [slice(None)] * 2
+        a[axis], b[axis] = slice(1, None), slice(None, -1)
+        a, b = tuple(a), tuple(b)
+        step = lz[a] - lz[b]
+        big = (np.abs(step) > cfg.jump_threshold) & valid[a] & valid[b]
+        jump[a] |= big
+        jump[b] |= big
+        far[a] |= big & (step > 0)
+        far[b] |= big & (step < 0)
+
+    d0 = np.where(valid, 1.0 / np.where(valid, z, 1.0), 0.0)
+    smoothing, step = float(cfg.depth_smoothing), int(cfg.crease_step)
+    for attempt in range(4):
+        C = _concavity(d0, valid, K, step, smoothing)
+        if cfg.concave_noise_factor <= 0 or attempt == 3 or not valid.any():
+            break
+        c = C[valid]
+        noise = 1.4826 * float(np.median(np.abs(c - np.median(c))))
+        if noise * cfg.concave_noise_factor <= cfg.concave_threshold:
+            break
+        smoothing, step = max(2.0 * smoothing, 1.0), 2 * step
+    return jump, far, C.astype(np.float32)
+
+
+def _concavity(d: np.ndarray, valid: np.ndarray, K: np.ndarray, k: int, smoothing: float) -> np.ndarray:
+    """C = f * lap(d) / d from inverse depth d [H, W] (0 where invalid), smoothed within `valid`."""
+    if smoothing > 0:
+        num = ndi.gaussian_filter(d, smoothing, mode="nearest")
+        den = ndi.gaussian_filter(valid.astype(np.float64), smoothing, mode="nearest")
+        d = np.where(valid, num / np.maximum(den, 1e-12), 0.0)
+    C = np.zeros(d.shape, np.float64)
+    for axis, f in ((1, K[0, 0]), (0, K[1, 1])):
+        n = d.shape[axis]
+        if n <= 2 * k:
+            continue
+        c = [slice(None)] * 2
+        lo = [slice(None)] * 2
+        hi = [slice(None)] * 2
+        c[axis], lo[axis], hi[axis] = slice(k, n - k), slice(0, n - 2 * k), slice(2 * k, n)
+        c, lo, hi = tuple(c), tuple(lo), tuple(hi)
+        ok = valid[c] & valid[lo] & valid[hi]
+        sec = d[lo] + d[hi] - 2.0 * d[c]
+        C[c] += np.where(ok, f * sec / (k * np.maximum(d[c], 1e-30)), 0.0)
+    return C
+
+
+def geometry_regions(geometry: Geometry, config: FelzenszwalbConfig | None = None, valid: np.ndarray | None = None) -> np.ndarray:
+    """int64 [H, W] level-0 labels (0..n-1, -1 = none) from depth jumps and concave creases."""
+    cfg = config or FelzenszwalbConfig()
+    from skimage.segmentation import watershed
+
+    if valid is None:
+        valid = geometry.valid(cfg.min_alpha)
+    H, W = valid.shape
+    min_pixels = max(1, int(np.ceil(cfg.min_segment_fraction * H * W)))
+    jump, far, C = geometry_edges(geometry, cfg, valid)
+    threshold = cfg.concave_threshold
+    boundary = jump | (C > threshold) | ~valid
+    interior = ~boundary
+    if cfg.gap_close_px > 0:
+        r = int(cfg.gap_close_px)
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        interior = ~ndi.binary_dilation(boundary, structure=(xx**2 + yy**2) <= r * r)
+    markers, n = ndi.label(interior & valid)
+    if n:
+        sizes = np.bincount(markers.ravel(), minlength=n + 1)
+        small = sizes < max(1, min_pixels // 2)
+        small[0] = False
+        markers[small[markers]] = 0
+    # Flooding order: the near side of a depth step and the inside of creases first, so the regions
+    # meet on the far side of steps and on the crest of concavity.
+    cost = np.clip(C / max(threshold, 1e-12), 0.0, None) + far * 10.0
+    # The far side of a depth step belongs to the surface behind: flood without it, then hand each
+    # far-side pixel to a depth-continuous neighbour.
+    labels = watershed(cost, markers=markers, mask=valid & ~far).astype(np.int64) - 1  # 0 -> -1
+    lz = np.where(valid, np.log(np.where(valid, np.asarray(geometry.depth, np.float64), 1.0)), 0.0)
+    labels = _propagate_continuous(labels, lz, valid & far, cfg.jump_threshold)
+    return _compact(labels)
+
+
+def _propagate_continuous(labels: np.ndarray, lz: np.ndarray, todo: np.ndarray, threshold: float, max_iters: int = 16) -> np.ndarray:
+    """Give unlabelled pixels in `todo` the label of the 4-neighbour with the closest log depth, among
+    labelled neighbours within `threshold`; repeated so labels spread along continuous surfaces."""
+    labels = labels.copy()
+    H, W = labels.shape
+    for _ in range(max_iters):
+        pending = todo & (labels < 0)
+        if not pending.any():
+            break
+        best = np.full((H, W), np.inf)
+        best_label = np.full((H, W), -1, np.int64)
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            nl = np.full((H, W), -1, np.int64)
+            nz = np.zeros((H, W))
+            ys = slice(max(dy, 0), H + min(dy, 0))
+            yd = slice(max(-dy, 0), H + min(-dy, 0))
+            xs = slice(max(dx, 0), W + min(dx, 0))
+            xd = slice(max(-dx, 0), W + min(-dx, 0))
+            nl[yd, xd] = labels[ys, xs]
+            nz[yd, xd] = lz[ys, xs]
+            gap = np.abs(nz - lz)
+            better = pending & (nl >= 0) & (gap <= threshold) & (gap < best)
+            best[better] = gap[better]
+            best_label[better] = nl[better]
+        if not (best_label >= 0).any():
+            break
+        labels = np.where(best_label >= 0, best_label, labels)
+    return labels
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_rgb(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise SegmentsError(
+            f"expected an RGB image as uint8 [H, W, 3], got {getattr(rgb, 'dtype', type(rgb))} {getattr(rgb, 'shape', '')}"
+        )
+
+
+def colour_features(rgb: np.ndarray, luminance_weight: float = 0.5) -> np.ndarray:
+    """float64 [H, W, 4]: chroma (rgb - mean, 3 channels) and sqrt(3) * mean * luminance_weight, from
+    rgb in [0, 1]. With weight 1 the Euclidean distance equals the plain RGB distance."""
+    x = rgb.astype(np.float64) / 255.0
+    y = x.mean(axis=-1, keepdims=True)
+    return np.concatenate([x - y, np.sqrt(3.0) * luminance_weight * y], axis=-1)
+
+
+def _felzenszwalb(feature: np.ndarray, parent: np.ndarray | None, scale: float, min_pixels: int) -> np.ndarray:
+    """felzenszwalb on `feature` [H, W, C] (smoothing already applied); with `parent` labels
+    [H, W] (-1 allowed) the graph edges between different parents are made prohibitively costly."""
+    from skimage.segmentation import felzenszwalb
+
+    img = feature
+    if parent is not None:
+        img = np.concatenate([feature, (parent.astype(np.float64) * _LABEL_GAP)[..., None]], axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "image with third dimension of 4..."
+        return felzenszwalb(img, scale=scale, sigma=0.0, min_size=int(min_pixels), channel_axis=-1).astype(np.int64)
+
+
+def _absorb_thin(labels: np.ndarray, parent: np.ndarray, feature: np.ndarray, core_fraction: float = 0.2) -> np.ndarray:
+    """Dissolve ribbon segments (the blended pixels along a colour edge: less than `core_fraction`
+    of the segment survives a 1-pixel erosion) into the neighbours of the same parent whose colour
+    is closest, pixel by pixel."""
+    n = int(labels.max()) + 1
+    if n == 0:
+        return labels
+    m = labels >= 0
+    eroded = m & (labels == _shift(labels, 1, 0)) & (labels == _shift(labels, -1, 0)) & (labels == _shift(labels, 0, 1)) & (labels == _shift(labels, 0, -1))
+    area = np.bincount(labels[m], minlength=n)
+    core = np.bincount(labels[eroded], minlength=n)
+    thin = core < core_fraction * area
+    if not thin.any():
+        return labels
+    todo = m & thin[np.maximum(labels, 0)]
+    out = np.where(todo, -1, labels)
+    H, W = labels.shape
+    for _ in range(64):
+        pending = todo & (out < 0)
+        if not pending.any():
+            break
+        best = np.full((H, W), np.inf)
+        best_label = np.full((H, W), -1, np.int64)
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            nl = _shift(out, dy, dx)
+            np_ = _shift(parent, dy, dx)
+            nf = _shift(feature, dy, dx)
+            dist = np.sum((nf - feature) ** 2, axis=-1)
+            better = pending & (nl >= 0) & (np_ == parent) & (dist < best)
+            best[better] = dist[better]
+            best_label[better] = nl[better]
+        if not (best_label >= 0).any():
+            break
+        out = np.where(best_label >= 0, best_label, out)
+    out = np.where(todo & (out < 0), labels, out)  # a ribbon with no other neighbour stays
+    return _compact(out)
+
+
+def _shift(a: np.ndarray, dy: int, dx: int, fill=-1) -> np.ndarray:
+    """out[y, x] = a[y + dy, x + dx] (fill outside)."""
+    out = np.full(a.shape, fill, a.dtype)
+    H, W = a.shape[:2]
+    ys, yd = slice(max(dy, 0), H + min(dy, 0)), slice(max(-dy, 0), H + min(-dy, 0))
+    xs, xd = slice(max(dx, 0), W + min(dx, 0)), slice(max(-dx, 0), W + min(-dx, 0))
+    out[yd, xd] = a[ys, xs]
+    return out
+
+
+def _near_edge(labels: np.ndarray, radius: int) -> np.ndarray:
+    """bool [H, W]: pixels within `radius` (Chebyshev) of a pixel with a different label."""
+    size = 2 * radius + 1
+    return ndi.maximum_filter(labels, size=size, mode="nearest") != ndi.minimum_filter(labels, size=size, mode="nearest")
+
+
+def _nest(parent: np.ndarray, child: np.ndarray) -> np.ndarray:
+    """Labels of the intersections parent x child (so the finer level nests in the coarser one);
+    -1 where parent is -1."""
+    key = (parent.astype(np.int64) + 1) * (int(child.max()) + 1) + child
+    out = np.unique(key, return_inverse=True)[1].reshape(parent.shape).astype(np.int64)
+    out[parent < 0] = -1
+    return _compact(out)
+
+
+def _drop_small(labels: np.ndarray, valid: np.ndarray, min_pixels: int) -> np.ndarray:
+    """-1 outside `valid` and for segments with fewer than min_pixels pixels; compact 0..n-1."""
+    out = np.where(valid, labels, -1)
+    if out.max() < 0:
+        return out
+    sizes = np.bincount(out[out >= 0].ravel())
+    small = sizes < min_pixels
+    out = np.where((out >= 0) & small[np.maximum(out, 0)], -1, out)
+    return _compact(out)
+
+
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """Renumber non-negative labels to 0..n-1 in order of first appearance value; -1 stays."""
+    out = np.full(labels.shape, -1, np.int64)
+    m = labels >= 0
+    if m.any():
+        out[m] = np.unique(labels[m], return_inverse=True)[1]
+    return out
