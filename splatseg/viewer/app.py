@@ -1,0 +1,424 @@
+"""The viser app behind `splatseg view`: browser events -> `SelectionSession` -> recolour the tab's splats.
+
+Design: every browser tab (viser client) owns
+- its splat node, added with `client.scene.add_gaussian_splats` (viser sends it to that tab only),
+  so highlighting one tab's selection never recolours another tab's scene;
+- its GUI, built with `client.gui` (granularity, threshold, negative-click toggle, clear, text
+  prompt, overlay, export), and its `SelectionSession` (prompts + selection + lock);
+- optionally a server-rendered background image (`client.scene.set_background_image`).
+All of it lives in a `TabState` keyed by client id, created on connect and dropped on disconnect
+(viser drops the tab's scene nodes and GUI with the client). A tab costs the splat buffer viser
+keeps for its node (32 bytes per Gaussian) plus its selection. Shared and read-only: the field,
+the picking tensors, the display arrays, the CLIP encoder. New tabs start at the run's first
+training view (`server.initial_camera`, also what viser's "Reset view" returns to).
+
+Clicks come from one scene-level callback (`server.scene.on_click`, plain and Shift): the event's
+world ray and the tab's camera (vertical fov, canvas height -> focal length in pixels) go to
+`SelectionSession.click`; Shift-click, or any click while "Negative clicks" is on, adds a negative
+point. viser runs these callbacks on a thread pool; each session's lock serialises its tab.
+Errors are shown in the page (a red notification and the status line); long work (loading the
+text model, exports) shows a loading notification. Overlay frames are rendered on camera moves
+and selection changes, latest request wins (`_LatestOnly`).
+
+Exports use `splatseg.export.export_ply` on the run's splats file: `RUN/exports/<name>.ply` (the
+selection) or `RUN/exports/<name>-rest.ply` (everything else), then the file is sent to the tab
+as a download.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import viser
+
+from splatseg.data import load_scene
+from splatseg.export import export_ply
+from splatseg.io.ply import read_ply
+from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, Selection
+from splatseg.run import Field, RunError, load_field
+from splatseg.semantics.clip import SemanticsError
+from splatseg.viewer.camera import look_distance, pose_from_camera, scene_up
+from splatseg.viewer.config import ViewerConfig
+from splatseg.viewer.display import Highlighter, SplatArrays
+from splatseg.viewer.overlay import OVERLAY_MODES, OverlayRenderer
+from splatseg.viewer.picking import PickingTensors, focal_from_fov, ray_render
+from splatseg.viewer.session import ClickResult, SelectionSession
+
+SPLAT_NODE = "/splats"
+"""Scene node name of each tab's splats."""
+
+NEGATIVE_MODIFIER = "shift"
+"""Keyboard modifier that makes a click negative."""
+
+
+class _LatestOnly:
+    """Runs `fn` on request; requests arriving while it runs collapse into one more run."""
+
+    def __init__(self, fn: Callable[[], None]):
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._pending = False
+
+    def request(self) -> None:
+        self._pending = True
+        while self._pending:
+            if not self._lock.acquire(blocking=False):
+                return  # the running call sees the pending flag
+            try:
+                while self._pending:
+                    self._pending = False
+                    self._fn()
+            finally:
+                self._lock.release()
+
+
+@dataclass
+class TabState:
+    """Everything one browser tab owns (see module doc)."""
+
+    client: viser.ClientHandle
+    session: SelectionSession
+    splats: viser.GaussianSplatHandle
+    gui: dict = field(default_factory=dict)
+    overlay: _LatestOnly | None = None
+    last_click: ClickResult | None = None
+    last_export: tuple[Path, int] | None = None
+    overlay_frames: int = 0
+    closed: bool = False
+
+
+class ViewerApp:
+    """A running viewer. `server` (viser), `port`; per-tab state through `client_ids()`,
+    `session(client_id)` and `selection(client_id)`; `stop()` shuts it down."""
+
+    def __init__(self, cfg: ViewerConfig):
+        self.cfg = cfg
+        self.field: Field = load_field(cfg.run)
+        self.exports_dir = Path(cfg.run) / "exports"
+        splats = read_ply(self.field.splats_path)
+        if len(splats) != self.field.num_gaussians:
+            raise RunError(f"{self.field.splats_path} has {len(splats)} Gaussians but the run was trained on {self.field.num_gaussians}")
+        self.arrays = SplatArrays.from_splats(splats)
+        self.highlighter = Highlighter(self.arrays.rgbs)
+        self.picking = PickingTensors.build(splats.means, splats.unit_quats, splats.scales, splats.opacities, self.field.features)
+        self.overlay = OverlayRenderer(self.picking, splats.base_rgb, cfg.overlay_max_side)
+        self.warnings: list[str] = []
+        self._tabs: dict[int, TabState] = {}
+        self._tabs_lock = threading.Lock()
+        self._clip = None
+        self._clip_lock = threading.Lock()
+
+        self.initial_view: str | None = None
+
+        self.server = viser.ViserServer(host=cfg.host, port=cfg.port, label="splatseg", verbose=False)
+        self.port = self.server.get_port()
+        self._torch_threads = torch.get_num_threads()
+        if cfg.torch_threads > 0:
+            torch.set_num_threads(cfg.torch_threads)
+        try:
+            self._set_initial_camera(splats.means)
+            self._warm_up()
+        except BaseException:
+            self.stop()
+            raise
+        self.server.on_client_connect(self._on_connect)
+        self.server.on_client_disconnect(self._on_disconnect)
+        self.server.scene.on_click()(self._on_click)
+        self.server.scene.on_click(modifier=NEGATIVE_MODIFIER)(self._on_click)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.cfg.host in ("0.0.0.0", "") else self.cfg.host
+        return f"http://{host}:{self.port}"
+
+    def client_ids(self) -> list[int]:
+        with self._tabs_lock:
+            return sorted(self._tabs)
+
+    def session(self, client_id: int) -> SelectionSession:
+        return self._tab(client_id).session
+
+    def selection(self, client_id: int) -> Selection | None:
+        """The current selection of one tab (None when nothing is selected)."""
+        s = self._tab(client_id).session
+        with s.lock:
+            return s.selection
+
+    def click(self, client_id: int, origin, direction, positive: bool = True) -> ClickResult:
+        """Adds a click (world ray) to one tab, as its camera sees it, and recolours that tab."""
+        tab = self._tab(client_id)
+        cam = tab.client.camera
+        result = tab.session.click(origin, direction, focal_from_fov(cam.fov, cam.image_height), positive)
+        tab.last_click = result
+        self._show(tab)
+        return result
+
+    def select_text(self, client_id: int, phrase: str) -> Selection:
+        """Selects the best match of a text phrase in one tab; QueryError without CLIP weights."""
+        if not self.field.clip_has_weights:
+            raise QueryError("text prompts need CLIP embeddings from real weights; this run was trained without them (retrain with --clip-pretrained)")
+        tab = self._tab(client_id)
+        phrase = phrase.strip()
+        if not phrase:
+            raise QueryError("type a phrase first")
+        emb = self._text_embeddings([phrase, *CANONICAL_NEGATIVES])
+        sel = tab.session.set_text(phrase, emb[0], emb[1:])
+        self._show(tab)
+        return sel
+
+    def export(self, client_id: int, invert: bool = False, name: str | None = None) -> tuple[Path, int]:
+        """Writes the tab's selection (or, with `invert`, everything else) to RUN/exports/ with
+        `splatseg.export.export_ply`; returns (path, rows written)."""
+        tab = self._tab(client_id)
+        mask = tab.session.mask
+        if mask is None:
+            raise QueryError("nothing is selected: click an object first")
+        stem = _safe_stem(name if name is not None else tab.gui["name"].value)
+        out = self.exports_dir / (f"{stem}-rest.ply" if invert else f"{stem}.ply")
+        self.exports_dir.mkdir(parents=True, exist_ok=True)
+        count = export_ply(self.field.splats_path, ~mask if invert else mask, out)
+        tab.last_export = (out, count)
+        return out, count
+
+    def stop(self) -> None:
+        self.server.stop()
+        torch.set_num_threads(self._torch_threads)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _set_initial_camera(self, means: np.ndarray) -> None:
+        """New tabs start at the first training view, with the scene's up direction."""
+        try:
+            cameras = load_scene(self.field.scene_root).cameras
+        except Exception as e:  # a moved scene still leaves the splats viewable
+            self.warnings.append(f"scene cameras unavailable ({e}); starting from viser's default view")
+            return
+        train_views = self.field.info.get("train_views") or cameras.names
+        index = cameras.names.index(train_views[0]) if train_views[0] in cameras.names else 0
+        sample = means[:: max(1, len(means) // 20000)]
+        up = scene_up(cameras)
+        pose = pose_from_camera(cameras, index, look_distance(cameras, index, sample), world_up=up)
+        self.server.scene.set_up_direction(up)
+        cam = self.server.initial_camera
+        cam.fov = pose.fov_y
+        cam.position = pose.position
+        cam.look_at = pose.look_at
+        cam.up = pose.up
+        self.initial_view = cameras.names[index]
+
+    def _warm_up(self) -> None:
+        """One picking render before the first tab connects, so the first click is not the one
+        paying for torch's lazy initialisation."""
+        cam = self.server.initial_camera
+        direction = np.asarray(cam.look_at, np.float64) - np.asarray(cam.position, np.float64)
+        if np.linalg.norm(direction) > 0:
+            ray_render(self.picking, cam.position, direction, focal_from_fov(cam.fov, 720))
+
+    def _on_connect(self, client: viser.ClientHandle) -> None:
+        a = self.arrays
+        splats = client.scene.add_gaussian_splats(SPLAT_NODE, a.centers, a.covariances, a.rgbs, a.opacities)
+        tab = TabState(client=client, session=SelectionSession(self.field, self.picking), splats=splats)
+        tab.overlay = _LatestOnly(lambda: self._render_overlay(tab))
+        self._build_gui(tab)
+        with self._tabs_lock:
+            self._tabs[client.client_id] = tab
+        for w in self.warnings:
+            client.add_notification("Viewer warning", w, color="yellow", auto_close_seconds=15)
+
+    def _on_disconnect(self, client: viser.ClientHandle) -> None:
+        with self._tabs_lock:
+            tab = self._tabs.pop(client.client_id, None)
+        if tab is not None:
+            tab.closed = True
+            tab.session.clear()
+
+    def _build_gui(self, tab: TabState) -> None:
+        gui, g = tab.client.gui, tab.gui
+        n = self.field.num_gaussians
+        gui.add_markdown(f"**splatseg** — {n:,} Gaussians. Click an object to select it; "
+                         f"**Shift**+click (or *Negative clicks*) marks what to leave out.")
+        g["status"] = gui.add_markdown(tab.session.describe())
+        g["granularity"] = gui.add_dropdown("Granularity", ("whole", "part"), initial_value="whole",
+                                            hint="whole: the whole object under the click; part: the part of it")
+        g["threshold"] = gui.add_slider("Threshold", min=0.05, max=0.95, step=0.05, initial_value=DEFAULT_THRESHOLD,
+                                        hint="lifted score a Gaussian needs to be selected")
+        g["negative"] = gui.add_checkbox("Negative clicks", False, hint="clicks remove instead of add (same as Shift+click)")
+        g["clear"] = gui.add_button("Clear selection", icon=viser.Icon.TRASH)
+        with gui.add_folder("Text prompt"):
+            g["text"] = gui.add_text("Phrase", "", hint="e.g. 'a blue mug'")
+            g["text_go"] = gui.add_button("Select by text", icon=viser.Icon.SEARCH)
+            if not self.field.clip_has_weights:
+                gui.add_markdown("_This run has no CLIP weights: text prompts are unavailable "
+                                 "(train with `--clip-pretrained`)._")
+        with gui.add_folder("Server render"):
+            g["overlay"] = gui.add_dropdown("Overlay", OVERLAY_MODES, initial_value="off",
+                                            hint="render the selection mask or the feature map (PCA colours) on the server")
+        with gui.add_folder("Export"):
+            g["name"] = gui.add_text("File name", f"selection-tab{tab.client.client_id}")
+            g["export"] = gui.add_button("Export selection", icon=viser.Icon.DOWNLOAD)
+            g["export_rest"] = gui.add_button("Export everything else", icon=viser.Icon.DOWNLOAD)
+            g["export_status"] = gui.add_markdown(f"Files go to `{self.exports_dir}` and to your browser.")
+
+        def guarded(fn):
+            def cb(_event) -> None:
+                try:
+                    fn()
+                except Exception as e:  # shown in the page, not only in the terminal
+                    self._report(tab, e)
+            return cb
+
+        g["granularity"].on_update(guarded(lambda: (tab.session.set_granularity(g["granularity"].value), self._show(tab))))
+        g["threshold"].on_update(guarded(lambda: (tab.session.set_threshold(float(g["threshold"].value)), self._show(tab))))
+        g["clear"].on_click(guarded(lambda: (tab.session.clear(), self._show(tab))))
+        g["text_go"].on_click(guarded(lambda: self._text_from_gui(tab)))
+        g["overlay"].on_update(guarded(lambda: self._overlay_changed(tab)))
+        g["export"].on_click(guarded(lambda: self._export_from_gui(tab, invert=False)))
+        g["export_rest"].on_click(guarded(lambda: self._export_from_gui(tab, invert=True)))
+        tab.client.camera.on_update(lambda _cam: self._camera_moved(tab))
+
+    # ------------------------------------------------------------------ events
+
+    def _on_click(self, event: viser.SceneClickEvent) -> None:
+        with self._tabs_lock:
+            tab = self._tabs.get(event.client_id)
+        if tab is None:
+            return
+        positive = event.modifier != NEGATIVE_MODIFIER and not tab.gui["negative"].value
+        try:
+            self.click(event.client_id, event.ray_origin, event.ray_direction, positive)
+        except Exception as e:
+            self._report(tab, e)
+
+    def _text_from_gui(self, tab: TabState) -> None:
+        note = None
+        if self.field.clip_has_weights and self._clip is None:
+            note = tab.client.add_notification("Text prompt", "Loading the CLIP text encoder...", loading=True, with_close_button=False)
+        try:
+            self.select_text(tab.client.client_id, tab.gui["text"].value)
+        finally:
+            if note is not None:
+                note.remove()
+
+    def _export_from_gui(self, tab: TabState, invert: bool) -> None:
+        what = "everything else" if invert else "the selection"
+        count = tab.session.count if not invert else self.field.num_gaussians - tab.session.count
+        note = tab.client.add_notification("Export", f"Writing {what} ({count:,} Gaussians)...", loading=True, with_close_button=False)
+        try:
+            out, rows = self.export(tab.client.client_id, invert)
+            tab.client.send_file_download(out.name, out.read_bytes(), save_immediately=True)
+        finally:
+            note.remove()
+        tab.gui["export_status"].content = f"Exported **{rows:,}** Gaussians to `{out}`."
+        tab.client.add_notification("Exported", f"{rows:,} Gaussians -> {out}", color="green", auto_close_seconds=6)
+
+    def _overlay_changed(self, tab: TabState) -> None:
+        mode = tab.gui["overlay"].value
+        tab.splats.visible = mode == "off"
+        if mode == "off":
+            tab.client.scene.set_background_image(None)
+        else:
+            tab.overlay.request()
+
+    def _camera_moved(self, tab: TabState) -> None:
+        if not tab.closed and "overlay" in tab.gui and tab.gui["overlay"].value != "off":
+            tab.overlay.request()
+
+    # ------------------------------------------------------------------ output
+
+    def _show(self, tab: TabState) -> None:
+        """Recolours the tab's splats, updates its status line and, if on, its overlay."""
+        if tab.closed:
+            return
+        with tab.session.lock:  # held while recolouring, so a stale selection never lands last
+            mask = tab.session.mask
+            status = tab.session.describe()
+            tab.splats.rgbs = self.highlighter.rgbs(mask)
+        if tab.last_click is not None:
+            c = tab.last_click
+            status += f"  \n<small>last click: ray {1e3 * c.ray_seconds:.0f} ms, query {1e3 * c.query_seconds:.0f} ms</small>"
+        tab.gui["status"].content = status
+        if tab.gui["overlay"].value == "selection":
+            tab.overlay.request()
+
+    def _render_overlay(self, tab: TabState) -> None:
+        mode = tab.gui["overlay"].value
+        if tab.closed or mode == "off":
+            return
+        cam = tab.client.camera
+        try:
+            img = self.overlay.render(mode, cam.wxyz, cam.position, cam.fov, cam.image_width, cam.image_height, tab.session.mask)
+        except Exception as e:
+            self._report(tab, e)
+            return
+        if not tab.closed and tab.gui["overlay"].value == mode:
+            tab.client.scene.set_background_image(img, format="jpeg", jpeg_quality=90)
+            tab.overlay_frames += 1
+
+    def _report(self, tab: TabState, error: Exception) -> None:
+        expected = isinstance(error, (ValueError, OSError, ImportError, SemanticsError))
+        msg = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if not expected:
+            traceback.print_exception(error)
+            msg = f"{type(error).__name__}: {msg}"
+        if tab.closed:
+            return
+        tab.client.add_notification("Cannot do that", msg, color="red", auto_close_seconds=10)
+        tab.gui["status"].content = f"{tab.session.describe()}  \n**Error:** {msg}"
+
+    # ------------------------------------------------------------------ helpers
+
+    def _tab(self, client_id: int) -> TabState:
+        with self._tabs_lock:
+            tab = self._tabs.get(client_id)
+        if tab is None:
+            raise KeyError(f"no open browser tab with client id {client_id}")
+        return tab
+
+    def _text_embeddings(self, phrases: list[str]) -> np.ndarray:
+        """L2-normalised CLIP text embeddings [T, E] from the encoder the run was trained with
+        (run.json `clip_model_name`, `clip_pretrained`), loaded once and shared by all tabs."""
+        with self._clip_lock:
+            if self._clip is None:
+                from splatseg.semantics.clip import ClipEncoder
+
+                model, pretrained = self.field.info.get("clip_model_name"), self.field.info.get("clip_pretrained")
+                if not model or not pretrained:
+                    raise QueryError("this run does not name the CLIP model it was trained with: text prompts are refused")
+                self._clip = ClipEncoder(model, pretrained)
+            emb = np.asarray(self._clip.encode_text(phrases), np.float32)
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-8)
+
+
+def _safe_stem(name: str) -> str:
+    """A file stem from user text: letters, digits, '.', '_' and '-' only."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
+    if not stem:
+        raise QueryError("the export file name is empty")
+    return stem
+
+
+def run_viewer(cfg: ViewerConfig, block: bool = True) -> ViewerApp:
+    """Starts the viewer; with `block`, serves until Ctrl+C, then stops it."""
+    app = ViewerApp(cfg)
+    print(f"splatseg viewer: {app.url}  ({app.field.num_gaussians:,} Gaussians from {app.field.run_dir})", flush=True)
+    for w in app.warnings:
+        print(f"warning: {w}", flush=True)
+    if block:
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            app.stop()
+    return app
