@@ -1,0 +1,136 @@
+"""`splatseg segment` and `splatseg export-all`: prompts -> selection -> PLY files."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import tyro
+
+from splatseg.export import export_objects, export_ply, feature_properties
+from splatseg.query import (
+    CANONICAL_NEGATIVES,
+    DEFAULT_THRESHOLD,
+    Click,
+    Granularity,
+    QueryError,
+    discover_objects,
+    rank_queries_by_text,
+    select_by_clicks,
+    select_by_text,
+)
+from splatseg.run import Field, load_field
+
+ClickArg = Annotated[list[tuple[str, float, float]], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="STEM X Y")]
+
+
+@dataclass
+class SegmentConfig:
+    """Select an object by clicks or a sentence and export it (or everything else) as a PLY."""
+
+    run: Path
+    """Run directory written by `splatseg train`."""
+    out: Path
+    """PLY file to write (reference 3DGS layout, binary little-endian)."""
+    click: ClickArg = field(default_factory=list)
+    """Positive click: STEM X Y in pixels of that image (origin top-left, x right, y down). Repeatable."""
+    negative: ClickArg = field(default_factory=list)
+    """Negative click (STEM X Y): removes what lies under it. Repeatable."""
+    text: str | None = None
+    """A sentence instead of clicks (needs a run trained with --clip-pretrained)."""
+    granularity: Granularity = "whole"
+    """'whole' selects the object under the click, 'part' the part of it."""
+    threshold: float = DEFAULT_THRESHOLD
+    """Lifted score in [0, 1] above which a Gaussian is selected."""
+    invert: bool = False
+    """Export everything except the selection (object removal)."""
+    with_features: bool = False
+    """Append the learned features as feat_0.. float32 properties."""
+
+
+def _text_embeddings(fld: Field, text: str) -> tuple[np.ndarray, np.ndarray]:
+    from splatseg.semantics.clip import ClipEncoder
+
+    model, pretrained = fld.info.get("clip_model_name"), fld.info.get("clip_pretrained")
+    if not fld.clip_has_weights or not model or not pretrained:
+        raise QueryError("text prompts need a run trained with CLIP weights (`splatseg train --clip-pretrained TAG`); this one has none")
+    encoder = ClipEncoder(model, pretrained)
+    emb = encoder.encode_text([text, *CANONICAL_NEGATIVES])
+    return emb[0], emb[1:]
+
+
+def run_segment(cfg: SegmentConfig) -> dict:
+    """Selects, exports, and returns the JSON summary printed last by the command."""
+    t0 = time.time()
+    if cfg.text is None and not cfg.click:
+        raise QueryError("give at least one --click STEM X Y, or --text")
+    if cfg.text is not None and cfg.click:
+        raise QueryError("give either --click or --text, not both")
+    if not 0.0 <= cfg.threshold <= 1.0:
+        raise QueryError(f"--threshold must lie in [0, 1], got {cfg.threshold}")
+    fld = load_field(cfg.run)
+    if cfg.text is not None:
+        text_emb, neg_emb = _text_embeddings(fld, cfg.text)
+        sel = select_by_text(fld, text_emb, neg_emb, cfg.threshold)
+    else:
+        clicks = [Click(s, x, y, True) for s, x, y in cfg.click] + [Click(s, x, y, False) for s, x, y in cfg.negative]
+        sel = select_by_clicks(fld, clicks, cfg.granularity, cfg.threshold)
+    mask = ~sel.mask if cfg.invert else sel.mask
+    if not mask.any():
+        raise QueryError("the selection is empty: nothing to export (try a lower --threshold or another click)")
+    extra = feature_properties(fld.features) if cfg.with_features else None
+    count = export_ply(fld.splats_path, mask, cfg.out, extra)
+    return {"selected": count, "total": fld.num_gaussians, "queries": sel.queries, "out": str(cfg.out), "seconds": round(time.time() - t0, 3)}
+
+
+@dataclass
+class ExportAllConfig:
+    """Export one PLY per object the field discovered, plus index.json."""
+
+    run: Path
+    """Run directory written by `splatseg train`."""
+    out: Path
+    """Directory for <name>.ply files and index.json."""
+    threshold: float = DEFAULT_THRESHOLD
+    """Lifted score above which a Gaussian belongs to an object."""
+    min_gaussians: int = 50
+    """Objects with fewer Gaussians are skipped."""
+    labels: list[str] = field(default_factory=list)
+    """Candidate labels for naming objects by CLIP (needs CLIP weights); e.g. --labels mug ball table."""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "object"
+
+
+def run_export_all(cfg: ExportAllConfig) -> dict:
+    t0 = time.time()
+    fld = load_field(cfg.run)
+    objects = discover_objects(fld, cfg.threshold, cfg.min_gaussians)
+    if not objects:
+        raise QueryError("no object found in the field (try a lower --threshold or --min-gaussians)")
+    labels: list[str | None] = [None] * len(objects)
+    if cfg.labels and fld.clip_has_weights:
+        from splatseg.semantics.clip import ClipEncoder
+
+        encoder = ClipEncoder(fld.info["clip_model_name"], fld.info["clip_pretrained"])
+        label_emb = encoder.encode_text(list(cfg.labels))
+        neg_emb = encoder.encode_text(list(CANONICAL_NEGATIVES))
+        for j, (k, _) in enumerate(objects):
+            scores = [rank_queries_by_text(fld, e, neg_emb)[k] for e in label_emb]
+            labels[j] = cfg.labels[int(np.argmax(scores))]
+    named = []
+    for j, (k, mask) in enumerate(objects):
+        stem = f"object_{j:03d}" + (f"_{_slug(labels[j])}" if labels[j] else "")
+        named.append((stem, mask))
+    index = export_objects(fld.splats_path, named, cfg.out, labels)
+    return {"objects": len(named), "index": str(index), "total": fld.num_gaussians, "seconds": round(time.time() - t0, 3)}
+
+
+def print_summary(summary: dict) -> None:
+    print(json.dumps(summary))

@@ -1,0 +1,64 @@
+"""Makes sure every scene view has cached 2D segments before training.
+
+Views whose `segments/<stem>.npz` exists (computed earlier, or imported from another tool) are
+used as they are; the others are computed with the configured source. The weights-free source
+also gets the splats' rendered depth and opacity for each view (geometry edges).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from splatseg.data import Scene
+from splatseg.io.images import load_image
+from splatseg.render import render
+from splatseg.segments.cache import read_meta
+from splatseg.segments.compute import Geometry, compute_segments, make_source
+from splatseg.types import Cameras, Splats
+
+
+def _render_geometry(params: dict, cameras: Cameras, i: int) -> Geometry:
+    with torch.no_grad():
+        out = render(
+            params["means"], params["quats"], params["scales"], params["opacities"],
+            params["means"].new_zeros(params["means"].shape[0], 1),
+            torch.from_numpy(cameras.viewmats[i : i + 1]).float(), torch.from_numpy(cameras.Ks[i : i + 1]).float(),
+            int(cameras.widths[i]), int(cameras.heights[i]),
+        )
+    return Geometry(depth=out.depths[0, ..., 0].cpu().numpy(), alpha=out.alphas[0, ..., 0].cpu().numpy(), K=cameras.Ks[i].astype(np.float32))
+
+
+def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path) -> dict:
+    """Computes missing segments; returns {"model", "embedding_model", "clip_has_weights"} read
+    from the cache (the producers recorded in the first view's file)."""
+    cams = scene.cameras
+    missing = [i for i, name in enumerate(cams.names) if not (seg_dir / f"{name}.npz").exists()]
+    encoder = None
+    if missing:
+        factor = max(1.0, float(max(cams.widths.max(), cams.heights.max())) / cfg.segment_max_side)
+        seg_cams = cams.downscaled(factor)
+        source = make_source(cfg.mask_source, sam_model=cfg.sam_model, sam_checkpoint=cfg.sam_checkpoint)
+        if cfg.clip_pretrained is not None:
+            from splatseg.semantics.clip import ClipEncoder
+
+            encoder = ClipEncoder(cfg.clip_model, cfg.clip_pretrained)
+        params = splats.torch_params()
+        needs_geometry = cfg.mask_source == "felzenszwalb"
+
+        def images():
+            for i in missing:
+                size = (int(seg_cams.widths[i]), int(seg_cams.heights[i]))
+                rgb = load_image(cams.image_paths[i], size=size)
+                yield cams.names[i], rgb, (_render_geometry(params, seg_cams, i) if needs_geometry else None)
+
+        compute_segments(images(), seg_dir, source, encoder=encoder, progress=cfg.progress)
+    meta = read_meta(seg_dir / f"{cams.names[0]}.npz")
+    embedding_model = str(meta["embedding_model"]) if meta["has_embeddings"] else None
+    return {
+        "model": str(meta["model"]),
+        "embedding_model": embedding_model,
+        "clip_has_weights": embedding_model is not None and not embedding_model.endswith("/random"),
+    }
