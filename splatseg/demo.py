@@ -22,6 +22,7 @@ from splatseg.data.synthetic import SyntheticConfig, generate
 from splatseg.evaluate import ClickEvaluation, ObjectResult, evaluate_one_click_per_object, render_selection
 from splatseg.export import export_ply
 from splatseg.io.images import load_image
+from splatseg.query import DEFAULT_THRESHOLD
 from splatseg.run import write_json
 from splatseg.train import TrainConfig, train
 
@@ -41,7 +42,7 @@ class DemoConfig:
     """Training steps."""
     holdout_every: int = 8
     """Every n-th view is held out of training and used for the 2D IoU."""
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     """Lifted score above which a Gaussian is selected."""
     progress: bool = True
     """Show progress bars."""

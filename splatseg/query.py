@@ -22,14 +22,15 @@ from typing import Literal, Sequence
 import numpy as np
 
 from splatseg.run import Field
+from splatseg.semantics.clip import CANONICAL_NEGATIVES, relevancy
+
+__all__ = ["CANONICAL_NEGATIVES", "Click", "Granularity", "QueryError", "Selection", "select_by_clicks", "select_by_feature", "select_by_text"]
 
 Granularity = Literal["whole", "part"]
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.3
 """Lifted score above which a Gaussian belongs to the selection."""
 
-CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")
-"""Phrases a text prompt must beat (LERF / LangSplat relevancy)."""
 
 
 class QueryError(ValueError):
@@ -130,15 +131,12 @@ def select_by_feature(fld: Field, features: Sequence[np.ndarray], negatives: Seq
 
 
 def rank_queries_by_text(fld: Field, text_embedding: np.ndarray, negative_embeddings: np.ndarray) -> np.ndarray:
-    """[K] relevancy of each query's CLIP vector to a text embedding [E], against canonical
-    negatives [Q, E]: min over negatives of the pairwise softmax (LERF); -inf for empty queries."""
+    """[K] LERF relevancy of each query's CLIP vector to a text embedding [E] against canonical
+    negatives [Q, E] (`splatseg.semantics.clip.relevancy`); -inf for queries that select nothing."""
     if not fld.clip_has_weights:
         raise QueryError("text prompts need CLIP embeddings from real weights; this run was trained without them (see `splatseg train --help`, --clip-pretrained)")
     clip = fld.query_clip / np.maximum(np.linalg.norm(fld.query_clip, axis=1, keepdims=True), 1e-8)
-    pos = clip @ text_embedding  # [K]
-    neg = clip @ negative_embeddings.T  # [K, Q]
-    rel = np.exp(pos[:, None]) / (np.exp(pos[:, None]) + np.exp(neg))  # scale-free pairwise softmax
-    rel = rel.min(axis=1)
+    rel = relevancy(text_embedding, clip, negative_embeddings)
     rel[fld.query_size <= 0] = -np.inf
     return rel
 

@@ -53,14 +53,17 @@ class SegmentConfig:
     """Append the learned features as feat_0.. float32 properties."""
 
 
-def _text_embeddings(fld: Field, text: str) -> tuple[np.ndarray, np.ndarray]:
-    from splatseg.semantics.clip import ClipEncoder
+def _run_text_encoder(fld: Field):
+    from splatseg.semantics.clip import load_text_encoder
 
     model, pretrained = fld.info.get("clip_model_name"), fld.info.get("clip_pretrained")
     if not fld.clip_has_weights or not model or not pretrained:
         raise QueryError("text prompts need a run trained with CLIP weights (`splatseg train --clip-pretrained TAG`); this one has none")
-    encoder = ClipEncoder(model, pretrained)
-    emb = encoder.encode_text([text, *CANONICAL_NEGATIVES])
+    return load_text_encoder(model, pretrained)
+
+
+def _text_embeddings(fld: Field, text: str) -> tuple[np.ndarray, np.ndarray]:
+    emb = _run_text_encoder(fld).encode_text([text, *CANONICAL_NEGATIVES])
     return emb[0], emb[1:]
 
 
@@ -116,9 +119,7 @@ def run_export_all(cfg: ExportAllConfig) -> dict:
         raise QueryError("no object found in the field (try a lower --threshold or --min-gaussians)")
     labels: list[str | None] = [None] * len(objects)
     if cfg.labels and fld.clip_has_weights:
-        from splatseg.semantics.clip import ClipEncoder
-
-        encoder = ClipEncoder(fld.info["clip_model_name"], fld.info["clip_pretrained"])
+        encoder = _run_text_encoder(fld)
         label_emb = encoder.encode_text(list(cfg.labels))
         neg_emb = encoder.encode_text(list(CANONICAL_NEGATIVES))
         for j, (k, _) in enumerate(objects):

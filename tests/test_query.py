@@ -74,7 +74,7 @@ def test_multiple_positive_and_negative_clicks():
     sel = select_by_clicks(fld, [Click("v0", 1, 11), Click("v0", 1, 25)], "whole")
     assert np.array_equal(np.flatnonzero(sel.mask), np.arange(10))
     # a negative click on the part removes it from the whole (part scores 240 >= whole's 230)
-    sel = select_by_clicks(fld, [Click("v0", 1, 11), Click("v0", 1, 1, positive=False)], "whole")
+    sel = select_by_clicks(fld, [Click("v0", 1, 11), Click("v0", 1, 1, positive=False)], "whole", 0.5)
     assert np.array_equal(np.flatnonzero(sel.mask), np.arange(3, 6))
     with pytest.raises(QueryError, match="positive"):
         select_by_clicks(fld, [Click("v0", 1, 1, positive=False)])

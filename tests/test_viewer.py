@@ -496,6 +496,7 @@ def test_text_prompts_use_the_runs_clip_model_or_are_refused(handmade, tmp_path,
             return np.eye(k + 4, dtype=np.float32)[[axes[t] for t in texts]] * 3.0
 
     monkeypatch.setattr(clip, "ClipEncoder", FakeEncoder)
+    clip.load_text_encoder.cache_clear()  # the shared encoder cache must not hold a real or stale one
     app = ViewerApp(ViewerConfig(run=with_clip, port=free_port()))
     try:
         emb = app._text_embeddings(["a ball", *CANONICAL_NEGATIVES])

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +88,7 @@ class ClipEncoder:
             os.path.sep in self.pretrained or self.pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
         )
         if looks_like_file and not os.path.isfile(self.pretrained):
-            raise SemanticsError(f"CLIP checkpoint {self.pretrained} does not exist; pass --clip-checkpoint PATH to an existing file")
+            raise SemanticsError(f"CLIP checkpoint {self.pretrained} does not exist; pass --clip-pretrained PATH to an existing file")
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)  # random-weight models are reproducible
@@ -103,7 +105,7 @@ class ClipEncoder:
                 ) from None
             raise SemanticsError(
                 f"cannot load open_clip weights {self.pretrained!r} for {model_name} (offline or unknown tag?): "
-                f"{_one_line(e)}; pass --clip-checkpoint PATH to a local checkpoint file"
+                f"{_one_line(e)}; pass --clip-pretrained PATH to a local checkpoint file"
             ) from None
         self.model = model.eval()
         self.preprocess = preprocess
@@ -181,7 +183,7 @@ def require_weights(encoder, purpose: str = "a text query") -> None:
     if not getattr(encoder, "has_weights", False):
         raise SemanticsError(
             f"{purpose} needs pretrained CLIP weights, but {getattr(encoder, 'name', 'the encoder')} has random weights; "
-            "pass --clip-checkpoint PATH (or a weights tag when online)"
+            "pass --clip-pretrained PATH (or a weights tag when online)"
         )
 
 
@@ -224,6 +226,13 @@ def masked_crops(rgb: np.ndarray, segmaps: np.ndarray, pad: float = 0.1, fill=(1
             index.append(m)
             crops.append(crop)
     return index, crops
+
+
+@functools.lru_cache(maxsize=2)
+def load_text_encoder(model_name: str, pretrained: str) -> "ClipEncoder":
+    """The encoder a run was trained with (run.json `clip_model_name`, `clip_pretrained`), loaded
+    once per process and shared (the `segment` command, `export-all` and every viewer tab)."""
+    return ClipEncoder(model_name, pretrained)
 
 
 def relevancy(query_emb: np.ndarray, candidates: np.ndarray, negatives: np.ndarray, temperature: float = 10.0) -> np.ndarray:
@@ -275,7 +284,7 @@ class HFClipEncoder:
         except Exception as e:
             raise SemanticsError(
                 f"cannot load transformers CLIP from {self.model_path} (offline, or not a CLIP folder?): {_one_line(e)}; "
-                "pass --clip-checkpoint PATH to a local folder"
+                "pass --clip-pretrained PATH to a local folder"
             ) from None
         self.model = model.to(self.device).eval()
         mean = getattr(self.processor.image_processor, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)

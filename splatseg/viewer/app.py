@@ -389,12 +389,12 @@ class ViewerApp:
         (run.json `clip_model_name`, `clip_pretrained`), loaded once and shared by all tabs."""
         with self._clip_lock:
             if self._clip is None:
-                from splatseg.semantics.clip import ClipEncoder
+                from splatseg.semantics.clip import load_text_encoder
 
                 model, pretrained = self.field.info.get("clip_model_name"), self.field.info.get("clip_pretrained")
                 if not model or not pretrained:
                     raise QueryError("this run does not name the CLIP model it was trained with: text prompts are refused")
-                self._clip = ClipEncoder(model, pretrained)
+                self._clip = load_text_encoder(model, pretrained)
             emb = np.asarray(self._clip.encode_text(phrases), np.float32)
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-8)
 
