@@ -38,7 +38,7 @@ class DemoConfig:
     demo output there is replaced."""
     scene: SyntheticConfig = field(default_factory=SyntheticConfig)
     """The generated scene."""
-    iterations: int = 1500
+    iterations: int = 800
     """Training steps."""
     holdout_every: int = 8
     """Every n-th view is held out of training and used for the 2D IoU."""

@@ -29,7 +29,7 @@ def write_noisy_segments(scene_dir, noise: NoiseConfig, seed: int) -> None:
 def test_one_click_per_object_with_noisy_segments(tmp_path):
     scene = generate(tmp_path / "scene", SyntheticConfig(seed=1), progress=False)
     write_noisy_segments(scene, NoiseConfig(boundary_px=2.0, drop_prob=0.1, merge_prob=0.05, background_pieces=4, split_prob=0.3), seed=1)
-    run = train(TrainConfig(data=scene, out=tmp_path / "run", iterations=1500, holdout_every=8, progress=False))
+    run = train(TrainConfig(data=scene, out=tmp_path / "run", iterations=800, holdout_every=8, progress=False))
     ev = evaluate_one_click_per_object(scene, run, threshold=DEFAULT_THRESHOLD)
     report = {r.name: (round(r.iou_2d_heldout, 3), round(r.iou_3d, 3)) for r in ev.results}
     print("per object (2D held-out IoU, 3D IoU):", report)

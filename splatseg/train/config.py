@@ -38,7 +38,7 @@ class TrainConfig:
     """D: feature channels per Gaussian."""
     num_queries: int = 128
     """K: learned queries; must comfortably exceed the segments per view."""
-    iterations: int = 2000
+    iterations: int = 800
     """Optimisation steps (one view each)."""
     lr: float = 0.01
     """Adam learning rate (decays exponentially to lr * lr_final_ratio)."""
