@@ -87,3 +87,21 @@ def test_train_resumes_and_refuses_other_splats(tiny_run, tiny_scene, tmp_path):
     write_ply(scene / "splats.ply", splats)
     with pytest.raises(RunError, match="splats_sha256"):
         train(cfg)
+
+
+def test_cached_and_raster_view_renderers_agree(tiny_scene):
+    """The CPU fast path and the rasterising path (gsplat's on CUDA) give the same feature maps
+    and the same lifting."""
+    from splatseg.data import load_scene
+    from splatseg.io.ply import read_ply
+    from splatseg.train.trainer import training_cameras, view_renderer
+
+    params = read_ply(tiny_scene / "splats.ply").torch_params()
+    cams = training_cameras(load_scene(tiny_scene).cameras, 48)
+    cached, raster = (view_renderer(kind, params, cams, 2) for kind in ("cached", "raster"))
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(params["means"].shape[0], 5, generator=g)
+    assert torch.allclose(cached.features(feats), raster.features(feats), atol=1e-5)
+    values = torch.rand(cams.widths[2] * cams.heights[2], 3, generator=g)
+    (s1, w1), (s2, w2) = cached.lift(values), raster.lift(values)
+    assert w1.sum() > 0 and torch.allclose(s1, s2, atol=1e-4) and torch.allclose(w1, w2, atol=1e-5)

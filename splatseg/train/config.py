@@ -64,6 +64,9 @@ class TrainConfig:
     """Steps between checkpoints (ckpt.pt) for resuming."""
     seed: int = 0
     """Random seed for initialisation and view order."""
+    feature_renderer: Literal["auto", "cached", "raster"] = "auto"
+    """How feature maps are made with the geometry frozen: 'cached' blend weights (fast on CPU),
+    'raster' (rasterise every step: gsplat on CUDA), 'auto' picks cached on CPU, raster on CUDA."""
     device: str = "auto"
     """'auto' (cuda when available), 'cpu' or 'cuda'."""
     progress: bool = True

@@ -14,7 +14,6 @@ import torch
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
-from splatseg.render import composite, lift
 
 UNSEEN_VISIBILITY = 1e-3
 """Total blend weight below which a Gaussian counts as unseen by the training views."""
@@ -26,16 +25,16 @@ def lift_queries(model, views, n: int, means: np.ndarray, neighbours: int, progr
     model: the trained FeatureField; views: TrainView list; means: [N, 3] world positions.
     """
     k = model.queries.shape[0]
-    num = torch.zeros(n, k)
-    den = torch.zeros(n)
+    device = model.features.device
+    num = torch.zeros(n, k, device=device)
+    den = torch.zeros(n, device=device)
     for view in tqdm(views, desc="lift", disable=not progress, leave=False):
-        fmap = composite(view.bw, model.features).reshape(-1, model.features.shape[1])
-        probs = torch.sigmoid(model.logits(fmap)).T  # [HW, K]
-        s, w = lift(view.bw, probs, n)
+        probs = torch.sigmoid(model.logits(view.renderer.features(model.features))).T  # [HW, K]
+        s, w = view.renderer.lift(probs)
         num += s
         den += w
-    scores = (num / den.clamp_min(1e-12)[:, None]).numpy()
-    visibility = den.numpy().astype(np.float32)
+    scores = (num / den.clamp_min(1e-12)[:, None]).cpu().numpy()
+    visibility = den.cpu().numpy().astype(np.float32)
     unseen = visibility < UNSEEN_VISIBILITY
     if neighbours > 0 and unseen.any() and (~unseen).sum() >= neighbours:
         seen_idx = np.flatnonzero(~unseen)

@@ -1,7 +1,7 @@
 """The training loop: frozen geometry, per-Gaussian features [N, D] and K queries, MaskField-style.
 
-Per step, one view: the feature map F [HW, D] is composited from the cached blend weights (or
-rendered by gsplat on CUDA), mask logits [K, HW] = q_k . F + b_k, Hungarian matching against all of
+Per step, one view: the feature map F [HW, D] is composited from the cached blend weights on CPU
+or rasterised by gsplat on CUDA (`view_renderers.py`), mask logits [K, HW] = q_k . F + b_k, Hungarian matching against all of
 the view's segments (every level), focal + Dice (+ CLIP cosine) on matched pairs, unmatched masks
 pushed to zero. After training the queries' masks are lifted onto the Gaussians (`lifting.py`)
 and everything `segment` / `view` need is written to the run directory (`splatseg.run`).
@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from splatseg.data import Scene, load_scene
 from splatseg.io.ply import read_ply
-from splatseg.render import BlendWeights, blend_weights, composite
 from splatseg.run import RUN_VERSION, RunError, atomic_write_bytes, file_sha256, save_npz, write_json
 from splatseg.segments.cache import read_segments, segments_dir
 from splatseg.train.config import TrainConfig, holdout_split
@@ -28,6 +27,7 @@ from splatseg.train.lifting import lift_queries
 from splatseg.train.losses import dice_loss, focal_loss, focal_loss_to_zero, pairwise_cosine_cost, pairwise_dice_cost, pairwise_focal_cost
 from splatseg.train.matching import hungarian
 from splatseg.train.segments_stage import ensure_segments
+from splatseg.train.view_renderers import ViewRenderer, make_view_renderer
 from splatseg.types import Cameras, Splats
 
 
@@ -36,7 +36,7 @@ class TrainView:
     """One training view at training resolution: blend weights and target masks [M, HW]."""
 
     name: str
-    bw: BlendWeights
+    renderer: ViewRenderer
     masks: torch.Tensor  # [M, HW] float32 in {0, 1}
     embeddings: torch.Tensor | None  # [M, E] or None
 
@@ -55,15 +55,13 @@ def training_cameras(cameras: Cameras, max_side: int) -> Cameras:
     return cameras.downscaled(factor)
 
 
-def view_blend_weights(params: dict, cameras: Cameras, i: int) -> BlendWeights:
-    return blend_weights(
-        params["means"], params["quats"], params["scales"], params["opacities"],
-        torch.from_numpy(cameras.viewmats[i]).float(), torch.from_numpy(cameras.Ks[i]).float(),
-        int(cameras.widths[i]), int(cameras.heights[i]),
-    )
+def view_renderer(kind: str, params: dict, cameras: Cameras, i: int) -> ViewRenderer:
+    device = params["means"].device
+    return make_view_renderer(kind, params, torch.from_numpy(cameras.viewmats[i]).float().to(device),
+                              torch.from_numpy(cameras.Ks[i]).float().to(device), int(cameras.widths[i]), int(cameras.heights[i]))
 
 
-def load_view(params: dict, cameras: Cameras, i: int, seg_dir: Path, min_pixels: int) -> TrainView:
+def load_view(params: dict, cameras: Cameras, i: int, seg_dir: Path, min_pixels: int, kind: str = "auto") -> TrainView:
     """Blend weights and the segment masks of view i (all levels), resized to training resolution."""
     w, h = int(cameras.widths[i]), int(cameras.heights[i])
     seg = read_segments(seg_dir / f"{cameras.names[i]}.npz", size=(w, h))
@@ -76,7 +74,9 @@ def load_view(params: dict, cameras: Cameras, i: int, seg_dir: Path, min_pixels:
     emb = None
     if seg.embeddings is not None and len(ids):
         emb = torch.from_numpy(seg.embeddings[ids].astype(np.float32))
-    return TrainView(cameras.names[i], view_blend_weights(params, cameras, i), torch.from_numpy(masks), emb)
+    device = params["means"].device
+    return TrainView(cameras.names[i], view_renderer(kind, params, cameras, i), torch.from_numpy(masks).to(device),
+                     None if emb is None else emb.to(device))
 
 
 class FeatureField(torch.nn.Module):
@@ -97,14 +97,14 @@ class FeatureField(torch.nn.Module):
 def step_loss(model: FeatureField, view: TrainView, cfg: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Matched focal + Dice (+ CLIP) loss of one view on a random sample of its pixels
     (Mask2Former-style point sampling); unmatched queries pushed to zero."""
-    fmap = composite(view.bw, model.features).reshape(-1, model.features.shape[1])
+    fmap = view.renderer.features(model.features)
     targets = view.masks
     if 0 < cfg.pixels_per_step < fmap.shape[0]:
-        sample = torch.randperm(fmap.shape[0], generator=generator)[: cfg.pixels_per_step]
+        sample = torch.randperm(fmap.shape[0], generator=generator)[: cfg.pixels_per_step].to(fmap.device)
         fmap, targets = fmap[sample], targets[:, sample]
     logits = model.logits(fmap)  # [K, P]
     k = logits.shape[0]
-    matched = torch.zeros(k, dtype=torch.bool)
+    matched = torch.zeros(k, dtype=torch.bool, device=logits.device)
     loss = logits.new_zeros(())
     if targets.shape[0] > 0:
         with torch.no_grad():
@@ -112,7 +112,7 @@ def step_loss(model: FeatureField, view: TrainView, cfg: TrainConfig, generator:
             if model.query_clip is not None and view.embeddings is not None:
                 cost = cost + cfg.clip_weight * pairwise_cosine_cost(model.query_clip, view.embeddings)
         qi, mi = hungarian(cost)
-        qi_t, mi_t = torch.from_numpy(qi), torch.from_numpy(mi)
+        qi_t, mi_t = torch.from_numpy(qi).to(logits.device), torch.from_numpy(mi).to(logits.device)
         matched[qi_t] = True
         loss = cfg.focal_weight * focal_loss(logits[qi_t], targets[mi_t]) * len(qi) / k
         loss = loss + cfg.dice_weight * dice_loss(logits[qi_t], targets[mi_t])
@@ -160,11 +160,11 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     identity = _run_identity(cfg, file_sha256(splats_path), n, [cams.names[i] for i in train_idx])
 
-    views = [load_view(params, cams, i, seg_dir, cfg.min_segment_pixels)
-             for i in tqdm(train_idx, desc="blend weights", disable=not cfg.progress)]
+    views = [load_view(params, cams, i, seg_dir, cfg.min_segment_pixels, cfg.feature_renderer)
+             for i in tqdm(train_idx, desc="views", disable=not cfg.progress)]
     clip_dim = next((v.embeddings.shape[1] for v in views if v.embeddings is not None), None)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = FeatureField(n, cfg.feature_dim, cfg.num_queries, clip_dim, gen)
+    model = FeatureField(n, cfg.feature_dim, cfg.num_queries, clip_dim, gen).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gamma = cfg.lr_final_ratio ** (1.0 / max(cfg.iterations, 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma)
@@ -173,7 +173,7 @@ def train(cfg: TrainConfig) -> Path:
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         _check_resume(ckpt, identity, out)
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict({k: v.to(device) for k, v in ckpt["model"].items()})
         optim.load_state_dict(ckpt["optim"])
         sched.load_state_dict(ckpt["sched"])
         start = int(ckpt["step"])
@@ -204,19 +204,20 @@ def train(cfg: TrainConfig) -> Path:
         lifted, visibility = lift_queries(model, views, n, splats.means, cfg.fill_unseen_neighbours, progress=cfg.progress)
         maps = []
         for i in tqdm(range(len(cams)), desc="feature maps", disable=not cfg.progress, leave=False):
-            bw = views[train_idx.index(i)].bw if i in train_idx else view_blend_weights(params, cams, i)
-            maps.append(composite(bw, features).numpy().astype(np.float16))
+            renderer = views[train_idx.index(i)].renderer if i in train_idx else view_renderer(cfg.feature_renderer, params, cams, i)
+            fmap = renderer.features(features).reshape(renderer.height, renderer.width, -1)
+            maps.append(fmap.cpu().numpy().astype(np.float16))
     query_size = lifted.astype(np.float32).sum(axis=1) / 255.0
     arrays = {
-        "features": features.numpy().astype(np.float32),
-        "queries": model.queries.detach().numpy(),
-        "query_bias": model.query_bias.detach().numpy(),
+        "features": features.cpu().numpy().astype(np.float32),
+        "queries": model.queries.detach().cpu().numpy(),
+        "query_bias": model.query_bias.detach().cpu().numpy(),
         "lifted": lifted,
         "query_size": query_size,
         "visibility": visibility,
     }
     if model.query_clip is not None:
-        arrays["query_clip"] = model.query_clip.detach().numpy()
+        arrays["query_clip"] = model.query_clip.detach().cpu().numpy()
     save_npz(out / "field.npz", **arrays)
     save_npz(out / "views.npz", names=np.array(scene.cameras.names), maps=np.stack(maps),
              image_sizes=np.stack([scene.cameras.widths, scene.cameras.heights], 1))
