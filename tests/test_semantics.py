@@ -59,7 +59,7 @@ def test_random_weights_are_reproducible_and_named(encoder, image):
 def test_text_needs_weights(encoder):
     with pytest.raises(SemanticsError) as err:
         encoder.encode_text(["a red box"])
-    assert "\n" not in str(err.value) and "--clip-checkpoint" in str(err.value)
+    assert "\n" not in str(err.value) and "--clip-pretrained" in str(err.value)
     with pytest.raises(SemanticsError):
         require_weights(encoder)
     t = encoder.encode_text(["a red box", "a blue box", "a red box"], allow_random=True)
@@ -80,7 +80,7 @@ def test_local_checkpoint_and_load_failures(encoder, image, tmp_path):
     assert np.allclose(loaded.encode_text(["a cup"]), encoder.encode_text(["a cup"], allow_random=True), atol=1e-6)
     with pytest.raises(SemanticsError, match="does not exist") as err:
         ClipEncoder("ViT-B-16", pretrained=str(tmp_path / "missing.pt"), device="cpu", model_kwargs=TINY)
-    assert "--clip-checkpoint" in str(err.value)
+    assert "--clip-pretrained" in str(err.value)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SemanticsError) as err:
@@ -161,4 +161,4 @@ def test_hf_backend(hf_folder, image, tmp_path):
         rnd.encode_text(["a red box"])
     with pytest.raises(SemanticsError) as err:
         HFClipEncoder(tmp_path / "nothing-here", device="cpu")
-    assert "\n" not in str(err.value) and "--clip-checkpoint" in str(err.value)
+    assert "\n" not in str(err.value) and "--clip-pretrained" in str(err.value)
