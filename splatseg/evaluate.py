@@ -14,7 +14,7 @@ from splatseg.data import load_scene
 from splatseg.data.synthetic import TABLE_ID, load_ground_truth
 from splatseg.io.ply import read_ply
 from splatseg.metrics import iou
-from splatseg.query import Click, select_by_clicks
+from splatseg.query import Click, Selection, select_by_clicks
 from splatseg.render import render
 from splatseg.run import load_field
 from splatseg.types import Cameras
@@ -102,3 +102,47 @@ def evaluate_one_click_per_object(scene_dir: Path, run_dir: Path, threshold: flo
         results.append(ObjectResult(name, (click.stem, click.x, click.y), sel.count, int(truth.sum()),
                                     iou(sel.mask, truth), float(np.mean(ious)) if ious else float("nan")))
     return ClickEvaluation(results, selections, gt.object_names, cams, gt_maps, heldout, params, fld.num_gaussians)
+
+
+@dataclass
+class ForegroundRow:
+    """Scores of one view against its ground-truth foreground mask."""
+
+    stem: str
+    heldout: bool
+    iou: float
+    accuracy: float
+    boundary_iou: float
+
+
+def evaluate_foreground(scene_dir: Path, run_dir: Path, click: Click | None = None, threshold: float = 0.3,
+                        granularity: str = "whole") -> tuple[Click, Selection, list[ForegroundRow]]:
+    """NVOS / SPIn-NeRF protocol on a scene whose frames carry `gt_mask_path`: one click (default:
+    the pixel deepest inside the first view's mask) -> selection -> rendered in every view ->
+    IoU, pixel accuracy and boundary IoU against the mask, per view."""
+    from splatseg.io.images import load_mask
+    from splatseg.metrics import accuracy, boundary_iou
+    from splatseg.query import QueryError
+
+    scene = load_scene(scene_dir)
+    cams = scene.cameras
+    masks = []
+    for i, extra in enumerate(scene.frame_extras):
+        rel = extra.get("gt_mask_path")
+        if rel is None:
+            raise ValueError(f"frame {cams.names[i]!r} of {scene_dir} has no gt_mask_path")
+        masks.append(load_mask(Path(scene.root) / rel, size=(int(cams.widths[i]), int(cams.heights[i]))))
+    fld = load_field(run_dir)
+    if click is None:
+        xy = choose_click(masks[0].astype(np.int32), 1)
+        if xy is None:
+            raise QueryError(f"the ground-truth mask of {cams.names[0]!r} is empty: pass a click")
+        click = Click(cams.names[0], *xy)
+    sel = select_by_clicks(fld, [click], granularity, threshold)
+    params = read_ply(fld.splats_path).torch_params()
+    heldout = set(fld.info.get("heldout_views", []))
+    rows = []
+    for i, name in enumerate(cams.names):
+        pred = render_selection(params, sel.mask, cams, i)
+        rows.append(ForegroundRow(name, name in heldout, iou(pred, masks[i]), accuracy(pred, masks[i]), boundary_iou(pred, masks[i])))
+    return click, sel, rows

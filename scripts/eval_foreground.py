@@ -1,0 +1,71 @@
+"""Foreground segmentation quality on a scene with ground-truth masks (NVOS / SPIn-NeRF protocol).
+
+One click on the object in one view -> selection -> rendered in every view -> IoU, pixel
+accuracy and boundary IoU against each frame's `gt_mask_path`, per view and mean (all views,
+and held-out views when the run held some out).
+
+    python scripts/eval_foreground.py --data ../shared/data/maryrose --run runs/maryrose_run
+    python scripts/eval_foreground.py --data SCENE --run RUN --click IMG_9669 140 150 --json out.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+from splatseg.evaluate import evaluate_foreground
+from splatseg.query import DEFAULT_THRESHOLD, Click, Granularity
+
+
+@dataclass
+class Args:
+    data: Path
+    """Scene directory whose frames have gt_mask_path."""
+    run: Path
+    """Run directory trained on that scene."""
+    click: tuple[str, float, float] | None = None
+    """STEM X Y; default: the pixel deepest inside the first view's ground-truth mask."""
+    granularity: Granularity = "whole"
+    """Click granularity."""
+    threshold: float = DEFAULT_THRESHOLD
+    """Selection threshold on lifted scores."""
+    json: Path | None = None
+    """Also write the per-view rows and means here."""
+    per_view: bool = False
+    """Print every view's row."""
+
+
+def main(args: Args) -> int:
+    click = Click(*args.click) if args.click else None
+    try:
+        click, sel, rows = evaluate_foreground(args.data, args.run, click, args.threshold, args.granularity)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"eval_foreground: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"click {click.stem} ({click.x:.1f}, {click.y:.1f}) -> {sel.count} of {len(sel.mask)} Gaussians selected")
+    if args.per_view:
+        print(f"{'view':<14} {'held-out':>8} {'IoU':>7} {'acc':>7} {'bIoU':>7}")
+        for r in rows:
+            print(f"{r.stem:<14} {str(r.heldout):>8} {r.iou:>7.3f} {r.accuracy:>7.3f} {r.boundary_iou:>7.3f}")
+    summary = {}
+    for name, subset in (("all views", rows), ("held-out views", [r for r in rows if r.heldout])):
+        if subset:
+            summary[name] = {"views": len(subset), "mIoU": float(np.mean([r.iou for r in subset])),
+                             "mAcc": float(np.mean([r.accuracy for r in subset])),
+                             "boundary_mIoU": float(np.mean([r.boundary_iou for r in subset]))}
+    print(f"{'':<16} {'views':>6} {'mIoU':>7} {'mAcc':>7} {'bIoU':>7}")
+    for name, m in summary.items():
+        print(f"{name:<16} {m['views']:>6} {m['mIoU']:>7.3f} {m['mAcc']:>7.3f} {m['boundary_mIoU']:>7.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"click": asdict(click), "selected": sel.count, "summary": summary,
+                                         "views": [asdict(r) for r in rows]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(tyro.cli(Args)))
