@@ -47,6 +47,7 @@ def export_ply(src: Path, mask: np.ndarray, out: Path, extra: dict[str, np.ndarr
         for name, values in extra.items():
             merged[name] = np.asarray(values)[mask]
         rows = merged
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_vertex_table(out, rows)
     return count
 

@@ -150,6 +150,7 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError(f"{splats_path} has no Gaussians")
     seg_dir = segments_dir(scene.root)
     seg_info = ensure_segments(scene, splats, cfg, seg_dir)
+    segments_seconds = time.time() - t0
 
     train_idx, held_idx = holdout_split(len(scene.cameras), cfg.holdout_every)
     if not train_idx:
@@ -184,6 +185,7 @@ def train(cfg: TrainConfig) -> Path:
 
     order = np.random.default_rng(cfg.seed).integers(0, len(views), size=cfg.iterations)
     loss_ema = None
+    t_opt = time.time()
     bar = tqdm(range(start, cfg.iterations), desc="train", disable=not cfg.progress, initial=start, total=cfg.iterations)
     for step in bar:
         loss = step_loss(model, views[order[step]], cfg, gen)
@@ -197,7 +199,7 @@ def train(cfg: TrainConfig) -> Path:
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iterations:
             save_ckpt(step + 1)
     save_ckpt(cfg.iterations)
-    train_seconds = time.time() - t0
+    train_seconds = time.time() - t_opt
 
     features = model.features.detach()
     with torch.no_grad():
@@ -236,6 +238,7 @@ def train(cfg: TrainConfig) -> Path:
         "clip_pretrained": cfg.clip_pretrained if model.query_clip is not None else None,
         "final_loss": loss_ema,
         "seconds": round(time.time() - t0, 2),
+        "segments_seconds": round(segments_seconds, 2),
         "train_seconds": round(train_seconds, 2),
         "config": cfg.as_json(),
     }
