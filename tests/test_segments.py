@@ -12,8 +12,8 @@ import pytest
 
 from splatseg.segments.cache import SegmentsError, read_meta, read_segments, resize_nearest, segments_dir, write_segments
 from splatseg.segments.compute import compute_segments, make_source
-from splatseg.segments.felzenszwalb import FelzenszwalbConfig, FelzenszwalbSource, felzenszwalb_segments
-from splatseg.segments.geometry import Geometry, normals_from_depth
+from splatseg.segments.felzenszwalb import FelzenszwalbConfig, FelzenszwalbSource, felzenszwalb_segments, geometry_regions, support_plane
+from splatseg.segments.geometry import Geometry, backproject, fit_support_plane, normals_from_depth
 from splatseg.segments.noisy import NoiseConfig, simulate_segments
 from splatseg.segments.sam import SAM_URLS, SamConfig, SamSource, mask_hierarchy, masks_to_levels, resolve_checkpoint
 from splatseg.segments.synthetic import render_boxes_scene
@@ -160,7 +160,7 @@ def fz(scene):
 
 def test_felzenszwalb_contract(scene, fz):
     check_contract(fz)
-    assert fz.model == "felzenszwalb-rgbd" and fz.num_levels == 3
+    assert fz.model == "felzenszwalb-rgbd-v2" and fz.num_levels == 3
     assert fz.segmaps.shape[1:] == scene.rgb.shape[:2]
     empty = scene.geometry.alpha < 0.5
     assert empty.any() and np.all(fz.segmaps[:, empty] == -1)
@@ -180,7 +180,7 @@ def test_felzenszwalb_level0_separates_objects(scene, fz):
         assert best_iou(fz.segmaps[0], scene.object_ids == obj) >= 0.85, obj
     # Colour alone cannot: the two-colour box is never one segment (the reason for geometry).
     colour_only = felzenszwalb_segments(scene.rgb, None)
-    assert colour_only.model == "felzenszwalb-rgb"
+    assert colour_only.model == "felzenszwalb-rgb-v2"
     check_contract(colour_only)
     assert best_iou(colour_only.segmaps[0], scene.object_ids == 1) < 0.7
 
@@ -198,9 +198,9 @@ def test_felzenszwalb_finer_levels_split_the_two_colour_box(scene, fz):
 
 
 def test_felzenszwalb_config_and_source(scene):
-    assert FelzenszwalbConfig().model_name(True) == "felzenszwalb-rgbd"
+    assert FelzenszwalbConfig().model_name(True) == "felzenszwalb-rgbd-v2"
     tuned = FelzenszwalbConfig(part_scale=123.0, num_levels=2)
-    assert tuned.model_name(True).startswith("felzenszwalb-rgbd/") and tuned.model_name(True) != FelzenszwalbConfig(part_scale=124.0).model_name(True)
+    assert tuned.model_name(True).startswith("felzenszwalb-rgbd-v2/") and tuned.model_name(True) != FelzenszwalbConfig(part_scale=124.0).model_name(True)
     seg = FelzenszwalbSource(tuned)(scene.rgb, scene.geometry)
     assert seg.num_levels == 2
     with pytest.raises(SegmentsError, match="uint8"):
@@ -209,6 +209,156 @@ def test_felzenszwalb_config_and_source(scene):
         FelzenszwalbSource(FelzenszwalbConfig(num_levels=5))
     with pytest.raises(ValueError, match="image size"):
         felzenszwalb_segments(scene.rgb, Geometry(scene.geometry.depth[1:], scene.geometry.alpha[1:], scene.geometry.K))
+
+
+# ----------------------------------------------------------------------------- level 0 on the built-in tabletop
+
+
+@pytest.fixture(scope="module")
+def tabletop():
+    """6 views of the built-in tabletop (`splatseg.data.synthetic`, seed 1, its default 192 x 144):
+    (rgb, geometry rendered from the splats exactly as `splatseg/train/segments_stage.py` does,
+    object labels, part labels) per view, and the scene (part names, part -> object)."""
+    import torch
+
+    from splatseg.data.synthetic import SyntheticConfig, build_scene, render_with_labels
+    from splatseg.render import render
+
+    scene = build_scene(SyntheticConfig(seed=1, num_cameras=6))
+    p = scene.splats.torch_params()
+    cams = scene.cameras
+    views = []
+    for i, rgb, objects, parts in render_with_labels(scene):
+        with torch.no_grad():
+            out = render(p["means"], p["quats"], p["scales"], p["opacities"], p["means"].new_zeros(p["means"].shape[0], 1),
+                         torch.from_numpy(cams.viewmats[i : i + 1]).float(), torch.from_numpy(cams.Ks[i : i + 1]).float(),
+                         int(cams.widths[i]), int(cams.heights[i]))
+        geometry = Geometry(depth=out.depths[0, ..., 0].numpy(), alpha=out.alphas[0, ..., 0].numpy(), K=cams.Ks[i].astype(np.float32))
+        views.append(((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), geometry, objects, parts))
+    return views, scene
+
+
+def _visible(mask: np.ndarray) -> bool:
+    return mask.sum() >= FelzenszwalbConfig().min_segment_fraction * mask.size
+
+
+def test_level0_separates_tabletop_objects_from_the_table(tabletop):
+    """The reported bug: level 0 merged the objects standing on the table with it (box, mug, block:
+    best IoU 0.35-0.57, merged in 50-78 % of the views). Each object and the table is now one
+    segment (measured here 0.93-0.99; scripts/eval_segments.py on 2 x 40 views: IoU >= 0.8 in
+    every view, mean 0.97), and no segment holds more than 30 % of an object and as many table pixels."""
+    views, _ = tabletop
+    for rgb, geometry, objects, _ in views:
+        s0 = felzenszwalb_segments(rgb, geometry).segmaps[0]
+        table = objects == 0
+        for k in range(6):
+            mask = objects == k
+            if not _visible(mask):
+                continue
+            assert best_iou(s0, mask) >= 0.85, k
+            if k > 0:
+                for i in np.unique(s0[mask & (s0 >= 0)]):
+                    both = min(((s0 == i) & mask).sum(), ((s0 == i) & table).sum())
+                    assert both <= 0.3 * mask.sum(), k
+
+
+def test_level1_splits_the_two_colour_tabletop_objects(tabletop):
+    """Parts at level 1: box top / bottom, mug body / handle, lamp base / shade (measured 0.70-0.99
+    here, the box's thin bottom band lowest; >= 0.8 in 97 % of 2 x 40 views)."""
+    views, scene = tabletop
+    multi = [k for k, o in enumerate(scene.part_object) if scene.part_object.count(o) > 1]
+    found = []
+    for rgb, geometry, _, parts in views:
+        s1 = felzenszwalb_segments(rgb, geometry).segmaps[1]
+        found += [best_iou(s1, parts == k) >= 0.8 for k in multi if _visible(parts == k)]
+    assert len(found) >= 30 and np.mean(found) >= 0.85
+
+
+def test_level0_tolerates_depth_noise(tabletop):
+    """1 % multiplicative depth noise (correlated over ~1 pixel, as a reconstruction's bumps):
+    objects and table stay whole (measured >= 0.85; >= 0.99 of 2 x 40 views at IoU >= 0.8)."""
+    from scipy import ndimage as ndi
+
+    views, _ = tabletop
+    rng = np.random.default_rng(0)
+    for rgb, geometry, objects, _ in views[:3]:
+        noise = ndi.gaussian_filter(rng.normal(size=geometry.depth.shape), 1.0)
+        noisy = Geometry((geometry.depth * np.exp(0.01 * noise / noise.std())).astype(np.float32), geometry.alpha, geometry.K)
+        s0 = felzenszwalb_segments(rgb, noisy).segmaps[0]
+        for k in range(6):
+            if _visible(objects == k):
+                assert best_iou(s0, objects == k) >= 0.8, k
+
+
+def test_support_plane_is_not_an_object_face():
+    """Close above the big box its top face is the largest plane; the surfaces meeting it without a
+    depth step (the box's sides) continue on its far side, so it is rejected and the ground is the
+    support (measured 0.99 / 0.995; taking the box top instead gives 0.77 / 0.83)."""
+    view = render_boxes_scene(seed=0, eye=(-0.3, -0.1, 1.25), target=(-0.5, 0.25, 0.55), fov_deg=65.0)
+    found = support_plane(view.geometry)
+    assert found is not None
+    on = found[0]
+    assert (on & (view.object_ids == 0)).sum() >= 0.95 * on.sum()
+    s0 = felzenszwalb_segments(view.rgb, view.geometry).segmaps[0]
+    assert best_iou(s0, view.object_ids == 0) >= 0.95 and best_iou(s0, view.object_ids == 1) >= 0.95
+    unchecked = felzenszwalb_segments(view.rgb, view.geometry, FelzenszwalbConfig(plane_convex_check=False)).segmaps[0]
+    assert best_iou(unchecked, view.object_ids == 0) < 0.9
+
+
+def test_level0_keeps_a_thin_sliver():
+    """A 3-pixel strip between two depth steps (an object seen past another) has no interior once
+    the step pixels are dilated; the jump regions used off the support plane still give it its own
+    segment (it was -1 before)."""
+    H = W = 60
+    K = np.array([[60.0, 0, 30], [0, 60.0, 30], [0, 0, 1]])
+    depth = np.full((H, W), 2.0, np.float32)
+    depth[:, 30:33] = 2.5
+    depth[:, 33:] = 3.0
+    labels = geometry_regions(Geometry(depth, np.ones((H, W), np.float32), K), creases=False)
+    strip = np.zeros((H, W), bool)
+    strip[:, 30:33] = True
+    assert best_iou(labels, strip) >= 0.9
+    assert best_iou(labels, np.arange(W)[None, :].repeat(H, 0) < 30) >= 0.9
+
+
+def test_edge_aware_normals_and_plane_fit():
+    H, W, f = 40, 60, 50.0
+    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]])
+    depth = np.full((H, W), 2.0)
+    depth[:, 30:] = 3.0  # a depth step: central differences tilt the normals beside it
+    central = normals_from_depth(depth, K)
+    aware = normals_from_depth(depth, K, edge_aware=True)
+    assert np.allclose(aware, [0, 0, -1], atol=1e-6)
+    assert not np.allclose(central[:, 29:31], [0, 0, -1], atol=0.1)
+    assert np.allclose(normals_from_depth(depth, K, edge_aware=True, step=3), [0, 0, -1], atol=1e-6)
+    # RANSAC: a tilted plane with 30 % of the pixels replaced by clutter in front of it.
+    m = np.array([0.0, -0.6, -0.8])
+    u, v = np.arange(W) + 0.5, np.arange(H) + 0.5
+    ray = np.stack(np.broadcast_arrays((u[None] - W / 2) / f, (v[:, None] - H / 2) / f, np.ones((H, W))), -1)
+    depth = -2.4 / (ray @ m)
+    rng = np.random.default_rng(0)
+    clutter = rng.random((H, W)) < 0.3
+    depth[clutter] *= rng.uniform(0.5, 0.9, clutter.sum())
+    P = backproject(depth, K)
+    normals = normals_from_depth(depth, K, edge_aware=True).astype(np.float64)
+    normal, offset = fit_support_plane(P, normals, np.ones((H, W), bool), 0.01, 30.0)
+    assert np.dot(normal, m) > np.cos(np.radians(1.0)) and offset == pytest.approx(2.4, rel=1e-3)
+    # A plane holding only 15 % of the pixels (the bottom rows; a bumpy surface in front of the
+    # rest) is still found: point + normal hypotheses do not need 3 lucky pixels.
+    depth = -2.4 / (ray @ m)
+    yy, xx = np.mgrid[:H, :W]
+    depth[: int(0.85 * H)] = (1.5 + 0.3 * np.sin(xx / 3.0) * np.cos(yy / 4.0))[: int(0.85 * H)]
+    normals = normals_from_depth(depth, K, edge_aware=True).astype(np.float64)
+    normal, offset = fit_support_plane(backproject(depth, K), normals, np.ones((H, W), bool), 0.01, 30.0)
+    assert np.dot(normal, m) > np.cos(np.radians(1.0)) and offset == pytest.approx(2.4, rel=1e-3)
+
+
+def test_model_string_follows_every_field():
+    base = FelzenszwalbConfig()
+    assert base.model_name(False) == "felzenszwalb-rgb-v2"
+    names = {FelzenszwalbConfig(plane_tolerance=0.03).model_name(True), FelzenszwalbConfig(support_plane=False).model_name(True),
+             FelzenszwalbConfig(plane_convex_check=False).model_name(True), FelzenszwalbConfig(normal_step=2).model_name(True)}
+    assert len(names) == 4 and all(n.startswith("felzenszwalb-rgbd-v2/") for n in names)
 
 
 # ----------------------------------------------------------------------------- SAM
@@ -401,7 +551,7 @@ def test_compute_segments_writes_skips_and_embeds(tmp_path):
     assert encoder.calls == 2
     # A different source (model string) recomputes.
     compute_segments(images[:1], out, FelzenszwalbConfig(), progress=False)
-    assert read_segments(paths[0]).model == "felzenszwalb-rgbd"
+    assert read_segments(paths[0]).model == "felzenszwalb-rgbd-v2"
 
 
 def test_make_source():
