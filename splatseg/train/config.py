@@ -18,6 +18,9 @@ class TrainConfig:
     splats: Path | None = None
     """Trained 3DGS PLY aligned with the scene's cameras (default: DATA/splats.ply)."""
 
+    segments: Path | None = None
+    """Folder of 2D segments (<stem>.npz) to read, and to write missing ones into
+    (default: DATA/segments; point it elsewhere when DATA is read-only)."""
     mask_source: Literal["felzenszwalb", "sam"] = "felzenszwalb"
     """Producer of 2D segments when DATA/segments/ lacks them: 'felzenszwalb' is weights-free
     (multi-scale graph segmentation of colour and the splats' rendered depth/normals, no download);

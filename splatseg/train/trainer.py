@@ -148,7 +148,7 @@ def train(cfg: TrainConfig) -> Path:
     n = len(splats)
     if n == 0:
         raise ValueError(f"{splats_path} has no Gaussians")
-    seg_dir = segments_dir(scene.root)
+    seg_dir = Path(cfg.segments) if cfg.segments is not None else segments_dir(scene.root)
     seg_info = ensure_segments(scene, splats, cfg, seg_dir)
     segments_seconds = time.time() - t0
 
