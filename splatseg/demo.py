@@ -114,8 +114,11 @@ def _write_overview(path: Path, ev: ClickEvaluation) -> None:
         return
     sep = np.full((4, tiles[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([x for t in tiles for x in (t, sep)][:-1], axis=0)
+    image = Image.fromarray(grid)
+    if image.width < 500:  # small demo renders: enlarge so the picture reads on a README page
+        image = image.resize((image.width * 2, image.height * 2), Image.NEAREST)
     tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(grid).save(tmp)
+    image.save(tmp)
     tmp.replace(path)
 
 
