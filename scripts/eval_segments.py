@@ -2,7 +2,7 @@
 
 Feeds the source exactly what training does (`splatseg/train/segments_stage.py`): each image loaded at
 the segmentation resolution (longest side <= `--max-side`) and, when splats are available, the depth
-and opacity rendered from them with `_render_geometry`. Then, per view:
+and opacity rendered from them with `splatseg.train.segments_stage.render_geometry`. Then, per view:
 
   level 0 (wholes): for each ground-truth object, the best-segment IoU (max over level-0 segments of
       the IoU with the object's mask); "merged" = some level-0 segment covers > `--merge-fraction` of
@@ -145,25 +145,10 @@ def best_ious(segmap: np.ndarray, gt: np.ndarray, ids, min_pixels: int) -> tuple
 # ----------------------------------------------------------------------------- main
 
 
-def _render_geometry(params: dict, cameras, i: int) -> Geometry:
-    """What `splatseg.train.segments_stage._render_geometry` gives the source (kept identical; copied
-    so this script does not import the trainer): expected depth and opacity at the camera's size."""
-    import torch
-
-    from splatseg.render import render
-
-    with torch.no_grad():
-        out = render(
-            params["means"], params["quats"], params["scales"], params["opacities"],
-            params["means"].new_zeros(params["means"].shape[0], 1),
-            torch.from_numpy(cameras.viewmats[i : i + 1]).float(), torch.from_numpy(cameras.Ks[i : i + 1]).float(),
-            int(cameras.widths[i]), int(cameras.heights[i]),
-        )
-    return Geometry(depth=out.depths[0, ..., 0].cpu().numpy(), alpha=out.alphas[0, ..., 0].cpu().numpy(), K=cameras.Ks[i].astype(np.float32))
-
-
 def main(args: Args) -> dict:
     import torch
+
+    from splatseg.train.segments_stage import render_geometry
 
     torch.set_num_threads(max(1, args.threads))
     from splatseg.data import load_scene
@@ -200,7 +185,7 @@ def main(args: Args) -> dict:
                 with np.load(cached) as z:
                     geom = Geometry(z["depth"], z["alpha"], z["K"])
             else:
-                geom = _render_geometry(params, seg_cams, i)
+                geom = render_geometry(params, seg_cams, i)
                 if cached is not None:
                     np.savez(cached, depth=geom.depth, alpha=geom.alpha, K=geom.K)
         t0, c0 = time.perf_counter(), time.process_time()

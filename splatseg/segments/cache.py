@@ -16,11 +16,11 @@ each problem is one `SegmentsError` line naming the file.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from splatseg.io.atomic import atomic_write
 from splatseg.types import Segments
 
 SEGMENTS_DIRNAME = "segments"
@@ -70,17 +70,8 @@ def write_segments(path: str | os.PathLike, segments: Segments, embedding_model:
         arrays["model"] = np.array(str(segments.model))
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path) as f:
+        np.savez_compressed(f, **arrays)
     return path
 
 

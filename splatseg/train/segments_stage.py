@@ -20,7 +20,8 @@ from splatseg.segments.compute import Geometry, compute_segments, make_source
 from splatseg.types import Cameras, Splats
 
 
-def _render_geometry(params: dict, cameras: Cameras, i: int) -> Geometry:
+def render_geometry(params: dict, cameras: Cameras, i: int) -> Geometry:
+    """Expected depth and opacity of camera i at its size: what the weights-free source is given."""
     with torch.no_grad():
         out = render(
             params["means"], params["quats"], params["scales"], params["opacities"],
@@ -52,7 +53,7 @@ def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path) -> dict:
             for i in missing:
                 size = (int(seg_cams.widths[i]), int(seg_cams.heights[i]))
                 rgb = load_image(cams.image_paths[i], size=size)
-                yield cams.names[i], rgb, (_render_geometry(params, seg_cams, i) if needs_geometry else None)
+                yield cams.names[i], rgb, (render_geometry(params, seg_cams, i) if needs_geometry else None)
 
         compute_segments(images(), seg_dir, source, encoder=encoder, progress=cfg.progress)
     meta = read_meta(seg_dir / f"{cams.names[0]}.npz")
