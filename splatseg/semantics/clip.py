@@ -154,16 +154,7 @@ class ClipEncoder:
 
     def encode_segments(self, rgb: np.ndarray, segmaps: np.ndarray, num_segments: int | None = None) -> np.ndarray:
         """float32 [M, E]; see the module docstring. `num_segments` overrides M (>= segmaps.max()+1)."""
-        index, crops = masked_crops(rgb, segmaps, self.crop_pad, self._fill)
-        M = int(segmaps.max()) + 1 if segmaps.size else 0
-        if num_segments is not None:
-            if num_segments < M:
-                raise SemanticsError(f"num_segments {num_segments} < segmaps.max()+1 = {M}")
-            M = int(num_segments)
-        out = np.zeros((M, self.dim), np.float32)
-        if crops:
-            out[np.asarray(index)] = self.encode_images(crops)
-        return out
+        return _embed_segments(self, rgb, segmaps, num_segments)
 
     def encode_text(self, texts: list[str], allow_random: bool = False) -> np.ndarray:
         """float32 [T, E] L2-normalised. SemanticsError when the weights are random, unless allow_random."""
@@ -226,6 +217,21 @@ def masked_crops(rgb: np.ndarray, segmaps: np.ndarray, pad: float = 0.1, fill=(1
             index.append(m)
             crops.append(crop)
     return index, crops
+
+
+def _embed_segments(encoder, rgb: np.ndarray, segmaps: np.ndarray, num_segments: int | None) -> np.ndarray:
+    """Shared by both encoders: masked crops of every segment -> encoder.encode_images -> [M, E],
+    zero rows for segments without pixels."""
+    index, crops = masked_crops(rgb, segmaps, encoder.crop_pad, encoder._fill)
+    M = int(segmaps.max()) + 1 if segmaps.size else 0
+    if num_segments is not None:
+        if num_segments < M:
+            raise SemanticsError(f"num_segments {num_segments} < segmaps.max()+1 = {M}")
+        M = int(num_segments)
+    out = np.zeros((M, encoder.dim), np.float32)
+    if crops:
+        out[np.asarray(index)] = encoder.encode_images(crops)
+    return out
 
 
 @functools.lru_cache(maxsize=2)
@@ -318,16 +324,7 @@ class HFClipEncoder:
         return torch.nn.functional.normalize(torch.cat(out), dim=-1).numpy().astype(np.float32)
 
     def encode_segments(self, rgb: np.ndarray, segmaps: np.ndarray, num_segments: int | None = None) -> np.ndarray:
-        index, crops = masked_crops(rgb, segmaps, self.crop_pad, self._fill)
-        M = int(segmaps.max()) + 1 if segmaps.size else 0
-        if num_segments is not None:
-            if num_segments < M:
-                raise SemanticsError(f"num_segments {num_segments} < segmaps.max()+1 = {M}")
-            M = int(num_segments)
-        out = np.zeros((M, self.dim), np.float32)
-        if crops:
-            out[np.asarray(index)] = self.encode_images(crops)
-        return out
+        return _embed_segments(self, rgb, segmaps, num_segments)
 
     def encode_text(self, texts: list[str], allow_random: bool = False) -> np.ndarray:
         import torch
