@@ -6,25 +6,43 @@ Errors a user can fix (missing or malformed files, bad prompts) print one line a
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Annotated, Union
 
 import tyro
 
 from splatseg.demo import DemoConfig
-from splatseg.recon.config import ReconConfig
+from splatseg.recon.config import ReconConfig, preset
 from splatseg.segment import ExportAllConfig, SegmentConfig
 from splatseg.train.config import TrainConfig
 from splatseg.viewer.config import ViewerConfig
 
 
-Command = Union[
-    Annotated[DemoConfig, tyro.conf.subcommand("demo", description=DemoConfig.__doc__)],
-    Annotated[ReconConfig, tyro.conf.subcommand("recon", description=ReconConfig.__doc__)],
-    Annotated[TrainConfig, tyro.conf.subcommand("train", description=TrainConfig.__doc__)],
-    Annotated[SegmentConfig, tyro.conf.subcommand("segment", description=SegmentConfig.__doc__)],
-    Annotated[ExportAllConfig, tyro.conf.subcommand("export-all", description=ExportAllConfig.__doc__)],
-    Annotated[ViewerConfig, tyro.conf.subcommand("view", description=ViewerConfig.__doc__)],
-]
+def command_type(recon_default: ReconConfig | None = None):
+    """The tyro union of subcommands; `recon`'s flags default to `recon_default` (a preset)."""
+    recon = tyro.conf.subcommand("recon", description=ReconConfig.__doc__, default=recon_default or preset("cpu"))
+    return Union[
+        Annotated[DemoConfig, tyro.conf.subcommand("demo", description=DemoConfig.__doc__)],
+        Annotated[ReconConfig, recon],
+        Annotated[TrainConfig, tyro.conf.subcommand("train", description=TrainConfig.__doc__)],
+        Annotated[SegmentConfig, tyro.conf.subcommand("segment", description=SegmentConfig.__doc__)],
+        Annotated[ExportAllConfig, tyro.conf.subcommand("export-all", description=ExportAllConfig.__doc__)],
+        Annotated[ViewerConfig, tyro.conf.subcommand("view", description=ViewerConfig.__doc__)],
+    ]
+
+
+def recon_preset_name(args: list[str]) -> str | None:
+    """The value of `--preset` in a `recon` command line ("auto" when absent), None for other
+    commands. Read before parsing because the preset sets the defaults of every other flag."""
+    if not args or args[0] != "recon":
+        return None
+    name = "auto"
+    for i, arg in enumerate(args):
+        if arg == "--preset" and i + 1 < len(args):
+            name = args[i + 1]
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+    return name
 
 
 def dispatch(cmd) -> None:
@@ -59,7 +77,18 @@ def dispatch(cmd) -> None:
 
 
 def main(args: list[str] | None = None) -> int:
-    cmd = tyro.cli(Command, args=args, prog="splatseg")
+    args = sys.argv[1:] if args is None else list(args)
+    name = recon_preset_name(args)
+    recon_default = None
+    if name is not None:
+        try:
+            recon_default = preset(name)
+        except ValueError as e:
+            print(f"splatseg: error: {e}", file=sys.stderr)
+            return 2
+    cmd = tyro.cli(command_type(recon_default), args=args, prog="splatseg")
+    if isinstance(cmd, ReconConfig) and recon_default is not None:
+        cmd = replace(cmd, preset=recon_default.preset)  # "auto" recorded as what it resolved to
     try:
         dispatch(cmd)
     except KeyboardInterrupt:

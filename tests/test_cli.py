@@ -88,3 +88,27 @@ def test_export_all_writes_one_file_per_object(tiny_run, tmp_path, capsys):
     assert counts == [e["gaussians"] for e in index["objects"]] and len(counts) >= 3
     assert sum(counts) <= load_field(tiny_run).num_gaussians
     assert json.loads(stdout.strip().splitlines()[-1])["objects"] == len(counts)
+
+
+def test_recon_preset_flag_sets_defaults_and_flags_override(monkeypatch):
+    """`--preset` picks the defaults of every other recon flag; explicit flags still win; "auto"
+    resolves to the CPU preset without CUDA; an unknown preset is a one-line error."""
+    import splatseg.cli as cli
+    from splatseg.recon.config import PRESETS
+
+    seen = {}
+    monkeypatch.setattr(cli, "dispatch", lambda cmd: seen.setdefault("cmd", cmd))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert main(["recon", "--data", "s", "--out", "o"]) == 0
+    cmd = seen.pop("cmd")
+    assert cmd.preset == "cpu" and cmd.steps == PRESETS["cpu"].steps and cmd.max_gaussians == PRESETS["cpu"].max_gaussians
+    assert main(["recon", "--preset", "gpu", "--data", "s", "--out", "o", "--steps", "7"]) == 0
+    cmd = seen.pop("cmd")
+    assert cmd.preset == "gpu" and cmd.steps == 7 and cmd.device == "cuda" and cmd.downscale == PRESETS["gpu"].downscale
+    assert main(["recon", "--preset=cpu", "--data", "s", "--out", "o", "--downscale", "3"]) == 0
+    assert seen.pop("cmd").downscale == 3.0
+
+
+def test_recon_unknown_preset_is_one_line_error(capsys):
+    code, out, err = run_cli(["recon", "--preset", "tpu", "--data", "s", "--out", "o"], capsys)
+    assert code == 2 and "unknown recon preset 'tpu'" in err and len(err.strip().splitlines()) == 1

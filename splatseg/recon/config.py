@@ -24,6 +24,10 @@ class ReconConfig:
     """Scene directory (transforms.json or COLMAP layout, see FORMATS.md)."""
     out: Path = tyro.MISSING
     """Output directory: splats.ply, recon.json and the checkpoint ckpt.pt are written here."""
+    preset: Literal["auto", "cpu", "gpu"] = "auto"
+    """Starting values of every other flag (flags given on the command line override them): "cpu"
+    (downscaled images, 3,000 steps, capped Gaussian count: minutes on a laptop), "gpu" (the
+    reference 30,000-step schedule with gsplat), or "auto" ("gpu" when CUDA is available, else "cpu")."""
 
     # --- run control -------------------------------------------------------------------------
     steps: int = 30_000
@@ -133,6 +137,7 @@ PRESETS: dict[str, ReconConfig] = {
     # (pixel, Gaussian) pairs, so the random init uses small, sparse Gaussians and the count is
     # capped); 3000 steps fit in about a quarter of an hour.
     "cpu": ReconConfig(
+        preset="cpu",
         steps=3000,
         downscale=2.0,
         device="cpu",
@@ -151,13 +156,26 @@ PRESETS: dict[str, ReconConfig] = {
     ),
     # The reference 3DGS schedule with gsplat's rasteriser and DefaultStrategy (not measured here:
     # no GPU on the development machine).
-    "gpu": ReconConfig(steps=30_000, device="cuda", eval_every=7000, ckpt_every=5000),
+    "gpu": ReconConfig(preset="gpu", steps=30_000, device="cuda", eval_every=7000, ckpt_every=5000),
 }
 """Named starting points; the CLI overrides their fields with flags."""
 
 
+def resolve_preset_name(name: str, cuda_available: bool | None = None) -> str:
+    """"cpu" or "gpu" for a preset name; "auto" asks torch whether CUDA is available."""
+    if name != "auto":
+        if name not in PRESETS:
+            raise ValueError(f"unknown recon preset {name!r} (choose from auto, {', '.join(sorted(PRESETS))})")
+        return name
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    return "gpu" if cuda_available else "cpu"
+
+
 def preset(name: str, **overrides) -> ReconConfig:
-    """A copy of PRESETS[name] with the given fields replaced; ValueError naming the choices."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown recon preset {name!r} (choose from {sorted(PRESETS)})")
-    return replace(PRESETS[name], **overrides)
+    """A copy of PRESETS[name] ("auto" resolved) with the given fields replaced; ValueError naming
+    the choices."""
+    resolved = resolve_preset_name(name)
+    return replace(PRESETS[resolved], preset=resolved, **overrides)
