@@ -19,6 +19,7 @@ import numpy as np
 import tyro
 
 from splatseg.evaluate import evaluate_foreground
+from splatseg.io.atomic import atomic_write
 from splatseg.query import DEFAULT_THRESHOLD, Click, Granularity
 
 
@@ -62,8 +63,9 @@ def main(args: Args) -> int:
     for name, m in summary.items():
         print(f"{name:<16} {m['views']:>6} {m['mIoU']:>7.3f} {m['mAcc']:>7.3f} {m['boundary_mIoU']:>7.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"click": asdict(click), "selected": sel.count, "summary": summary,
-                                         "views": [asdict(r) for r in rows]}, indent=2))
+        with atomic_write(args.json) as f:
+            f.write(json.dumps({"click": asdict(click), "selected": sel.count, "summary": summary,
+                                "views": [asdict(r) for r in rows]}, indent=2).encode())
     return 0
 
 

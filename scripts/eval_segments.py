@@ -262,7 +262,10 @@ def main(args: Args) -> dict:
     print(f"\ntime per image: median {summary['seconds_median']:.3f} s, mean {summary['seconds_mean']:.3f} s wall; "
           f"median {summary['cpu_seconds_median']:.3f} s CPU")
     if args.json_out is not None:
-        Path(args.json_out).write_text(json.dumps({"summary": summary, "views": per_view}, indent=1))
+        from splatseg.io.atomic import atomic_write
+
+        with atomic_write(args.json_out) as f:
+            f.write(json.dumps({"summary": summary, "views": per_view}, indent=1).encode())
     return summary
 
 
