@@ -107,6 +107,10 @@ def test_recon_preset_flag_sets_defaults_and_flags_override(monkeypatch):
     assert cmd.preset == "gpu" and cmd.steps == 7 and cmd.device == "cuda" and cmd.downscale == PRESETS["gpu"].downscale
     assert main(["recon", "--preset=cpu", "--data", "s", "--out", "o", "--downscale", "3"]) == 0
     assert seen.pop("cmd").downscale == 3.0
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert main(["recon", "--data", "s", "--out", "o"]) == 0
+    cmd = seen.pop("cmd")
+    assert cmd.preset == "gpu" and cmd.steps == PRESETS["gpu"].steps
 
 
 def test_recon_unknown_preset_is_one_line_error(capsys):
