@@ -162,17 +162,15 @@ PRESETS: dict[str, ReconConfig] = {
 """Named starting points; the CLI overrides their fields with flags."""
 
 
-def resolve_preset_name(name: str, cuda_available: bool | None = None) -> str:
+def resolve_preset_name(name: str) -> str:
     """"cpu" or "gpu" for a preset name; "auto" asks torch whether CUDA is available."""
     if name != "auto":
         if name not in PRESETS:
             raise ValueError(f"unknown recon preset {name!r} (choose from auto, {', '.join(sorted(PRESETS))})")
         return name
-    if cuda_available is None:
-        import torch
+    import torch
 
-        cuda_available = torch.cuda.is_available()
-    return "gpu" if cuda_available else "cpu"
+    return "gpu" if torch.cuda.is_available() else "cpu"
 
 
 def preset(name: str, **overrides) -> ReconConfig:
