@@ -46,7 +46,8 @@ class ReconConfig:
     eval_every: int = 0
     """Evaluate PSNR/SSIM on the held-out views every this many steps (0: only at the end)."""
     progress: bool = True
-    """Show a tqdm progress bar with loss and Gaussian count."""
+    """Show a tqdm progress bar with loss and Gaussian count (evaluation lines and the final summary
+    are printed either way)."""
 
     # --- data --------------------------------------------------------------------------------
     downscale: float = 1.0

@@ -302,8 +302,9 @@ def run_recon(cfg: ReconConfig) -> Path:
                 metrics = evaluate(params, bg.rgb(), views, eval_set, active_sh_degree(cfg, step))
                 history.append({"step": done, "num_gaussians": num_gaussians(params), "seconds": round(elapsed(), 2),
                                 "cpu_seconds": round(cpu_elapsed(), 2), **metrics})
-                if cfg.progress:
-                    bar.write(f"step {done}: {'held-out' if views.test else 'train'} PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, {num_gaussians(params)} Gaussians, {elapsed() / 60:.1f} min")
+                line = (f"step {done}: {'held-out' if views.test else 'train'} PSNR {metrics['psnr']:.2f} dB, "
+                        f"SSIM {metrics['ssim']:.4f}, {num_gaussians(params)} Gaussians, {elapsed() / 60:.1f} min")
+                (bar.write if cfg.progress else print)(line)
             if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.steps:
                 checkpoint(done)
             bar.set_postfix(loss=f"{loss.item():.4f}", n=num_gaussians(params), sh=sh, refresh=False)
@@ -325,7 +326,6 @@ def run_recon(cfg: ReconConfig) -> Path:
                     "cpu_seconds": round(cpu_elapsed(), 2), **final})
     checkpoint(step)
     ply = _write_outputs(out, cfg, params, bg, views, step, final, history, elapsed(), cpu_elapsed(), device)
-    if cfg.progress:
-        print(f"recon: {step} steps, {num_gaussians(params)} Gaussians, {'held-out' if views.test else 'train'} "
-              f"PSNR {final['psnr']:.2f} dB SSIM {final['ssim']:.4f} ({len(eval_set)} views), {elapsed() / 60:.1f} min -> {ply}")
+    print(f"recon: {step} steps, {num_gaussians(params)} Gaussians, {'held-out' if views.test else 'train'} "
+          f"PSNR {final['psnr']:.2f} dB SSIM {final['ssim']:.4f} ({len(eval_set)} views), {elapsed() / 60:.1f} min -> {ply}")
     return ply
