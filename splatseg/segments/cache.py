@@ -147,6 +147,16 @@ def resize_nearest(segmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # ----------------------------------------------------------------------------- validation helpers
 
 
+def compact_labels(labels: np.ndarray) -> np.ndarray:
+    """int64 label map (any shape) with its non-negative labels renumbered 0..n-1 in increasing
+    order of value; -1 stays -1."""
+    out = np.full(labels.shape, -1, np.int64)
+    m = labels >= 0
+    if m.any():
+        out[m] = np.unique(labels[m], return_inverse=True)[1]
+    return out
+
+
 def _open(path: Path):
     if not path.is_file():
         raise SegmentsError(f"{path}: no such segments file")

@@ -72,7 +72,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy import ndimage as ndi
 
-from splatseg.segments.cache import SegmentsError
+from splatseg.segments.cache import SegmentsError, compact_labels
 from splatseg.segments.geometry import Geometry, backproject, fit_support_plane, normals_from_depth, smooth_depth
 from splatseg.types import Segments
 
@@ -409,7 +409,7 @@ def support_plane_regions(geometry: Geometry, config: FelzenszwalbConfig | None 
     # Pixels still unlabelled (blended depth on an occluding contour, between an object and the
     # plane behind it) join the neighbour closest in depth.
     labels = _propagate_continuous(labels, lz, valid, np.inf, max_iters=4)
-    return _compact(labels)
+    return compact_labels(labels)
 
 
 def geometry_regions(geometry: Geometry, config: FelzenszwalbConfig | None = None, valid: np.ndarray | None = None,
@@ -459,7 +459,7 @@ def geometry_regions(geometry: Geometry, config: FelzenszwalbConfig | None = Non
     labels = watershed(cost, markers=markers, mask=valid & ~far).astype(np.int64) - 1  # 0 -> -1
     lz = np.where(valid, np.log(np.where(valid, np.asarray(geometry.depth, np.float64), 1.0)), 0.0)
     labels = _propagate_continuous(labels, lz, valid & far, cfg.jump_threshold)
-    return _compact(labels)
+    return compact_labels(labels)
 
 
 def _propagate_continuous(labels: np.ndarray, lz: np.ndarray, todo: np.ndarray, threshold: float, max_iters: int = 16) -> np.ndarray:
@@ -558,7 +558,7 @@ def _absorb_thin(labels: np.ndarray, parent: np.ndarray, feature: np.ndarray, co
             break
         out = np.where(best_label >= 0, best_label, out)
     out = np.where(todo & (out < 0), labels, out)  # a ribbon with no other neighbour stays
-    return _compact(out)
+    return compact_labels(out)
 
 
 def _shift(a: np.ndarray, dy: int, dx: int, fill=-1) -> np.ndarray:
@@ -583,7 +583,7 @@ def _nest(parent: np.ndarray, child: np.ndarray) -> np.ndarray:
     key = (parent.astype(np.int64) + 1) * (int(child.max()) + 1) + child
     out = np.unique(key, return_inverse=True)[1].reshape(parent.shape).astype(np.int64)
     out[parent < 0] = -1
-    return _compact(out)
+    return compact_labels(out)
 
 
 def _drop_small(labels: np.ndarray, valid: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -594,13 +594,4 @@ def _drop_small(labels: np.ndarray, valid: np.ndarray, min_pixels: int) -> np.nd
     sizes = np.bincount(out[out >= 0].ravel())
     small = sizes < min_pixels
     out = np.where((out >= 0) & small[np.maximum(out, 0)], -1, out)
-    return _compact(out)
-
-
-def _compact(labels: np.ndarray) -> np.ndarray:
-    """Renumber non-negative labels to 0..n-1 in order of first appearance value; -1 stays."""
-    out = np.full(labels.shape, -1, np.int64)
-    m = labels >= 0
-    if m.any():
-        out[m] = np.unique(labels[m], return_inverse=True)[1]
-    return out
+    return compact_labels(out)

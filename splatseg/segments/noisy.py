@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from splatseg.segments.cache import compact_labels
 from splatseg.types import Segments
 
 
@@ -87,14 +88,6 @@ def simulate_segments(object_ids: np.ndarray, part_ids: np.ndarray | None = None
     return Segments(segmaps=segmaps, scores=scores, model="noisy-sim")
 
 
-def _compact(labels: np.ndarray) -> np.ndarray:
-    out = np.full(labels.shape, -1, np.int64)
-    m = labels >= 0
-    if m.any():
-        out[m] = np.unique(labels[m], return_inverse=True)[1]
-    return out
-
-
 def _combine(ids: np.ndarray, background: np.ndarray) -> np.ndarray:
     """Labels from `ids` (any ints; -1 = background) with the background pieces appended."""
     fg = ids != -1
@@ -118,7 +111,7 @@ def _background_pieces(mask: np.ndarray, pieces: int, rng: np.random.Generator) 
     seeds[ys[pick], xs[pick]] = np.arange(1, len(pick) + 1)
     _, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
     out[mask] = seeds[iy, ix][mask] - 1
-    return _compact(out)
+    return compact_labels(out)
 
 
 def _split(labels: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:
@@ -141,7 +134,7 @@ def _split(labels: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndar
         if (m & side).any() and (m & ~side).any():
             out[m & side] = nxt
             nxt += 1
-    return _compact(out)
+    return compact_labels(out)
 
 
 def _merge(labels: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:
@@ -168,7 +161,7 @@ def _merge(labels: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndar
             if rp != rq:
                 root[max(rp, rq)] = min(rp, rq)
     roots = np.array([find(i) for i in range(n)])
-    return _compact(np.where(labels >= 0, roots[np.maximum(labels, 0)], -1))
+    return compact_labels(np.where(labels >= 0, roots[np.maximum(labels, 0)], -1))
 
 
 def _jitter(labels: np.ndarray, amplitude: float, smoothness: float, rng: np.random.Generator) -> np.ndarray:
@@ -192,4 +185,4 @@ def _drop(labels: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarr
     if prob <= 0 or n == 0:
         return labels
     gone = rng.random(n) < prob
-    return _compact(np.where((labels >= 0) & gone[np.maximum(labels, 0)], -1, labels))
+    return compact_labels(np.where((labels >= 0) & gone[np.maximum(labels, 0)], -1, labels))
