@@ -6,7 +6,8 @@ steps); `params` (name -> raw tensor, see recon.model); `optimizers` (name -> Ad
 (periodic evaluations); `seconds` / `cpu_seconds` (accumulated wall-clock / process CPU time);
 `strategy_kind` (the densification class); `fingerprint` (what the run was made
 for: view names, training image sizes, camera poses, train/test split, SH degree, background
-mode). A checkpoint is only resumed when its fingerprint equals the current one.
+mode). A checkpoint is only resumed when its fingerprint equals the current one. It is read with
+`torch.load(weights_only=True)` (`splatseg.io.checkpoint`): tensors and plain containers only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splatseg.io.ply import atomic_write
+from splatseg.io.checkpoint import CheckpointError, load_state, save_state
 from splatseg.recon.views import ReconError
 from splatseg.types import Cameras
 
@@ -58,8 +59,7 @@ def _first_difference(saved: dict, current: dict) -> str:
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Atomically write `payload` (see the module docstring) to `path`."""
-    with atomic_write(path) as f:
-        torch.save({"version": CHECKPOINT_VERSION, **payload}, f)
+    save_state(path, {"version": CHECKPOINT_VERSION, **payload})
 
 
 def load_checkpoint(path: Path, expected: dict, device: torch.device) -> dict:
@@ -67,10 +67,10 @@ def load_checkpoint(path: Path, expected: dict, device: torch.device) -> dict:
     with a one-line reason otherwise."""
     if not path.is_file():
         raise ReconError(f"{path}: no checkpoint to resume from (run without --resume first)")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is one user-facing error
-        raise ReconError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    try:  # weights_only: a crafted file cannot run code (splatseg.io.checkpoint)
+        ckpt = load_state(path, map_location=device, what="recon checkpoint", remedy="drop --resume to start over")
+    except CheckpointError as e:
+        raise ReconError(str(e)) from None
     if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION or "fingerprint" not in ckpt:
         raise ReconError(f"{path}: not a splatseg recon checkpoint (version {CHECKPOINT_VERSION})")
     if ckpt["fingerprint"] != expected:
