@@ -19,7 +19,7 @@ from splatseg.data.synthetic import SyntheticConfig, build_scene
 from splatseg.data.transforms_json import write_transforms_json
 from splatseg.io.ply import read_ply, write_ply
 from splatseg.query import QueryError
-from splatseg.run import RUN_VERSION, file_sha256, load_field, save_npz, write_json
+from splatseg.run import load_field, save_npz, splats_record, write_json, write_run
 from splatseg.viewer import ViewerConfig, ray_feature
 from splatseg.viewer.camera import pose_from_camera, project, quat_to_matrix, scene_up, viewer_matrices
 from splatseg.viewer.display import DIM, Highlighter, SplatArrays, highlight_colors, splat_covariances
@@ -77,15 +77,13 @@ def make_handmade_run(root: Path, cfg: SyntheticConfig = HANDMADE) -> tuple[Path
     lifted[n_obj + part, np.arange(n)] = 255
     run = root / "run"
     run.mkdir()
-    save_npz(run / "field.npz", features=features, queries=queries, query_bias=np.full(k, -4.0, np.float32), lifted=lifted,
-             query_size=lifted.astype(np.float32).sum(1) / 255, visibility=np.ones(n, np.float32))
-    save_npz(run / "views.npz", names=np.array(cams.names), maps=np.zeros((len(cams), 2, 2, d), np.float16),
-             image_sizes=np.stack([cams.widths, cams.heights], 1))
-    write_json(run / "run.json", {
-        "version": RUN_VERSION, "scene": str(sdir.resolve()), "splats": str((sdir / "splats.ply").resolve()),
-        "splats_sha256": file_sha256(sdir / "splats.ply"), "num_gaussians": n, "feature_dim": d, "num_queries": k,
+    write_run(run, {
+        "scene": str(sdir.resolve()), **splats_record(sdir / "splats.ply"), "num_gaussians": n, "feature_dim": d, "num_queries": k,
         "train_views": cams.names, "heldout_views": [], "clip_has_weights": False, "segments_model": "ground-truth",
-    })
+    }, dict(features=features, queries=queries, query_bias=np.full(k, -4.0, np.float32), lifted=lifted,
+            query_size=lifted.astype(np.float32).sum(1) / 255, visibility=np.ones(n, np.float32)),
+        dict(names=np.array(cams.names), maps=np.zeros((len(cams), 2, 2, d), np.float16),
+             image_sizes=np.stack([cams.widths, cams.heights], 1)))
     return run, obj, part
 
 
@@ -417,7 +415,7 @@ def test_app_refuses_a_splats_file_of_another_size(handmade, tmp_path):
     write_ply(tmp_path / "small.ply", s.subset(np.arange(10)))
     info["splats"] = str(tmp_path / "small.ply")
     write_json(other / "run.json", info)
-    with pytest.raises(RunError, match="has 10 Gaussians but the run was trained on"):
+    with pytest.raises(RunError, match="is not the splats file .* was trained on"):
         ViewerApp(ViewerConfig(run=other, port=free_port()))
 
 

@@ -14,7 +14,8 @@ class TrainConfig:
     data: Path
     """Scene directory (transforms.json or COLMAP sparse/0 + images/)."""
     out: Path
-    """Run directory to write (see README: run directory). An existing run is resumed when it matches."""
+    """Run directory to write (see README: run directory). A checkpoint of the same splats and
+    settings is resumed; another run's files are refused (see --overwrite)."""
     splats: Path | None = None
     """Trained 3DGS PLY aligned with the scene's cameras (default: DATA/splats.ply)."""
 
@@ -74,6 +75,9 @@ class TrainConfig:
     """'auto' (cuda when available), 'cpu' or 'cuda'."""
     progress: bool = True
     """Show progress bars."""
+    overwrite: bool = False
+    """Replace a run of other splats or settings in --out (and ignore its ckpt.pt) instead of
+    refusing; the old run stays until the new one is completely written."""
 
     @property
     def splats_path(self) -> Path:

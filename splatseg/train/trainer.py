@@ -20,13 +20,15 @@ from tqdm import tqdm
 
 from splatseg.data import Scene, load_scene
 from splatseg.io.ply import read_ply
-from splatseg.run import RUN_VERSION, RunError, atomic_write_bytes, file_sha256, save_npz, write_json
+from splatseg.io.checkpoint import save_state
+from splatseg.run import CKPT_NAME, RUN_FILES, RunError, claim_run_dir, refuse_writing_over, splats_record, verify_splats, write_run
 from splatseg.segments.cache import read_segments, segments_dir
 from splatseg.train.config import TrainConfig, holdout_split
 from splatseg.train.lifting import lift_queries
 from splatseg.train.losses import dice_loss, focal_loss, focal_loss_to_zero, pairwise_cosine_cost, pairwise_dice_cost, pairwise_focal_cost
 from splatseg.train.matching import hungarian
 from splatseg.train.segments_stage import ensure_segments
+from splatseg.train.validation import validate_train_config
 from splatseg.train.view_renderers import ViewRenderer, make_view_renderer
 from splatseg.types import Cameras, Splats
 
@@ -130,15 +132,13 @@ def _run_identity(cfg: TrainConfig, splats_sha: str, n: int, names: list[str]) -
             "num_queries": cfg.num_queries, "views": names}
 
 
-def _check_resume(ckpt: dict, identity: dict, out: Path) -> None:
-    for key, value in identity.items():
-        if ckpt["identity"].get(key) != value:
-            raise RunError(f"{out} holds a run with a different {key}; choose another --out or delete it")
-
-
 def train(cfg: TrainConfig) -> Path:
-    """Runs segments (if missing) -> training -> lifting; writes and returns the run directory."""
+    """Runs segments (if missing) -> training -> lifting; writes and returns the run directory.
+
+    The run is written as one unit (`splatseg.run.write_run`); `--out` is claimed first
+    (`claim_run_dir`): a matching checkpoint is resumed, another run's files are refused."""
     t0 = time.time()
+    validate_train_config(cfg)
     device = resolve_device(cfg.device)
     scene: Scene = load_scene(cfg.data)
     splats_path = cfg.splats_path
@@ -148,18 +148,24 @@ def train(cfg: TrainConfig) -> Path:
     n = len(splats)
     if n == 0:
         raise ValueError(f"{splats_path} has no Gaussians")
+    splats_rec = splats_record(splats_path)
     seg_dir = Path(cfg.segments) if cfg.segments is not None else segments_dir(scene.root)
-    seg_info = ensure_segments(scene, splats, cfg, seg_dir)
-    segments_seconds = time.time() - t0
-
     train_idx, held_idx = holdout_split(len(scene.cameras), cfg.holdout_every)
     if not train_idx:
         raise ValueError("no training views left after --holdout-every")
+    out = Path(cfg.out)
+    identity = _run_identity(cfg, splats_rec["splats_sha256"], n, [scene.cameras.names[i] for i in train_idx])
+    inputs = [(Path(splats_path), "the splats file"), *((Path(p), "one of the scene's images") for p in scene.cameras.image_paths),
+              *((seg_dir / f"{name}.npz", "a segments file") for name in scene.cameras.names)]
+    for name in (*RUN_FILES, CKPT_NAME):
+        refuse_writing_over(out / name, inputs)
+    resume = claim_run_dir(out, identity, cfg.as_json(), cfg.overwrite)  # before the slow segments: fail fast
+    seg_info = ensure_segments(scene, splats, cfg, seg_dir)
+    segments_seconds = time.time() - t0
+
     cams = training_cameras(scene.cameras, cfg.train_max_side)
     params = {k: v.to(device) for k, v in splats.torch_params().items()}
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    identity = _run_identity(cfg, file_sha256(splats_path), n, [cams.names[i] for i in train_idx])
 
     views = [load_view(params, cams, i, seg_dir, cfg.min_segment_pixels, cfg.feature_renderer)
              for i in tqdm(train_idx, desc="views", disable=not cfg.progress)]
@@ -169,22 +175,25 @@ def train(cfg: TrainConfig) -> Path:
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gamma = cfg.lr_final_ratio ** (1.0 / max(cfg.iterations, 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma)
-    start = 0
-    ckpt_path = out / "ckpt.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        _check_resume(ckpt, identity, out)
-        model.load_state_dict({k: v.to(device) for k, v in ckpt["model"].items()})
-        optim.load_state_dict(ckpt["optim"])
-        sched.load_state_dict(ckpt["sched"])
-        start = int(ckpt["step"])
+    start, loss_ema = 0, None
+    ckpt_path = out / CKPT_NAME
+    if resume is not None:
+        try:
+            model.load_state_dict({k: v.to(device) for k, v in resume["model"].items()})
+            optim.load_state_dict(resume["optim"])
+            sched.load_state_dict(resume["sched"])
+            if "generator" in resume:  # pixel sampling continues exactly where it stopped
+                gen.set_state(resume["generator"])
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
+            raise RunError(f"{ckpt_path} does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                           "pass --overwrite to start over") from None
+        start, loss_ema = int(resume["step"]), resume.get("loss_ema")
 
     def save_ckpt(step: int) -> None:
-        state = {"identity": identity, "model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(), "step": step}
-        atomic_write_bytes(ckpt_path, lambda f: torch.save(state, f))
+        save_state(ckpt_path, {"identity": identity, "model": model.state_dict(), "optim": optim.state_dict(),
+                               "sched": sched.state_dict(), "step": step, "generator": gen.get_state(), "loss_ema": loss_ema})
 
     order = np.random.default_rng(cfg.seed).integers(0, len(views), size=cfg.iterations)
-    loss_ema = None
     t_opt = time.time()
     bar = tqdm(range(start, cfg.iterations), desc="train", disable=not cfg.progress, initial=start, total=cfg.iterations)
     for step in bar:
@@ -220,13 +229,12 @@ def train(cfg: TrainConfig) -> Path:
     }
     if model.query_clip is not None:
         arrays["query_clip"] = model.query_clip.detach().cpu().numpy()
-    save_npz(out / "field.npz", **arrays)
-    save_npz(out / "views.npz", names=np.array(scene.cameras.names), maps=np.stack(maps),
-             image_sizes=np.stack([scene.cameras.widths, scene.cameras.heights], 1))
+    view_arrays = {"names": np.array(scene.cameras.names), "maps": np.stack(maps),
+                   "image_sizes": np.stack([scene.cameras.widths, scene.cameras.heights], 1)}
+    verify_splats(splats_rec, out)  # still the file trained on: not replaced while training
     info = {
-        "version": RUN_VERSION,
         "scene": str(Path(scene.root).resolve()),
-        "splats": str(Path(splats_path).resolve()),
+        **splats_rec,
         **identity,
         "train_views": [cams.names[i] for i in train_idx],
         "heldout_views": [cams.names[i] for i in held_idx],
@@ -242,5 +250,5 @@ def train(cfg: TrainConfig) -> Path:
         "train_seconds": round(train_seconds, 2),
         "config": cfg.as_json(),
     }
-    write_json(out / "run.json", info)
+    write_run(out, info, arrays, view_arrays)
     return out
