@@ -12,7 +12,7 @@ from typing import Annotated
 import numpy as np
 import tyro
 
-from splatseg.export import export_objects, export_ply, feature_properties
+from splatseg.export import check_export_folder, export_objects, export_ply, feature_properties
 from splatseg.query import (
     CANONICAL_NEGATIVES,
     DEFAULT_THRESHOLD,
@@ -24,7 +24,7 @@ from splatseg.query import (
     select_by_clicks,
     select_by_text,
 )
-from splatseg.run import Field, load_field
+from splatseg.run import Field, load_field, refuse_writing_over, run_inputs
 
 ClickArg = Annotated[list[tuple[str, float, float]], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="STEM X Y")]
 
@@ -77,6 +77,7 @@ def run_segment(cfg: SegmentConfig) -> dict:
     if not 0.0 <= cfg.threshold <= 1.0:
         raise QueryError(f"--threshold must lie in [0, 1], got {cfg.threshold}")
     fld = load_field(cfg.run)
+    refuse_writing_over(cfg.out, run_inputs(fld))
     if cfg.text is not None:
         text_emb, neg_emb = _text_embeddings(fld, cfg.text)
         sel = select_by_text(fld, text_emb, neg_emb, cfg.threshold)
@@ -98,11 +99,12 @@ class ExportAllConfig:
     run: Path
     """Run directory written by `splatseg train`."""
     out: Path
-    """Directory for <name>.ply files and index.json."""
+    """Directory for <name>.ply files and index.json, written all at once: it must be new, empty, or
+    a previous export-all output (holding index.json), which is then replaced whole."""
     threshold: float = DEFAULT_THRESHOLD
-    """Lifted score above which a Gaussian belongs to an object."""
+    """Lifted score in [0, 1] above which a Gaussian belongs to an object."""
     min_gaussians: int = 50
-    """Objects with fewer Gaussians are skipped."""
+    """Objects with fewer Gaussians are skipped (at least 1)."""
     labels: list[str] = field(default_factory=list)
     """Candidate labels for naming objects by CLIP (needs CLIP weights); e.g. --labels mug ball table."""
 
@@ -113,7 +115,13 @@ def _slug(text: str) -> str:
 
 def run_export_all(cfg: ExportAllConfig) -> dict:
     t0 = time.time()
+    if not 0.0 <= cfg.threshold <= 1.0:
+        raise QueryError(f"--threshold must lie in [0, 1], got {cfg.threshold}")
+    if cfg.min_gaussians < 1:
+        raise QueryError(f"--min-gaussians must be at least 1, got {cfg.min_gaussians}")
     fld = load_field(cfg.run)
+    refuse_writing_over(cfg.out, run_inputs(fld), folder=True)
+    check_export_folder(cfg.out)  # before the work: a folder that cannot be replaced costs nothing
     objects = discover_objects(fld, cfg.threshold, cfg.min_gaussians)
     if not objects:
         raise QueryError("no object found in the field (try a lower --threshold or --min-gaussians)")
