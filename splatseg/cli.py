@@ -1,15 +1,21 @@
 """`splatseg` command line: tyro subcommands only; the work lives in the modules they call.
 
-Errors a user can fix (missing or malformed files, bad prompts) print one line and exit 2.
+One error path (`splatseg.errors`): errors a user can fix (missing or malformed files, bad prompts,
+bad flags, parse errors, a full disk) print one line and exit 2; anything unexpected prints one
+line saying so and exits 1. `--debug` anywhere (or SPLATSEG_DEBUG=1) adds the traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from dataclasses import replace
 from typing import Annotated, Union
 
 import tyro
+
+from splatseg import errors
 
 from splatseg.demo import DemoConfig
 from splatseg.recon.config import ReconConfig, preset
@@ -76,28 +82,44 @@ def dispatch(cmd) -> None:
         raise TypeError(f"unknown command {type(cmd).__name__}")
 
 
+DESCRIPTION = ("Make 3D Gaussian splatting scenes selectable. Errors print one line (exit 2); "
+               "add --debug anywhere, or set SPLATSEG_DEBUG=1, for a traceback.")
+
+
+def parse(args: list[str], recon_default: ReconConfig | None):
+    """tyro's parse of `args`; a parse error is re-raised as one-line ValueError (tyro draws a box
+    of many lines on stderr, captured here), `--help` prints and exits as tyro does."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            cmd = tyro.cli(command_type(recon_default), args=args, prog="splatseg", description=DESCRIPTION)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise ValueError(errors.parse_error_line(captured.getvalue())) from None
+        sys.stderr.write(captured.getvalue())
+        raise
+    sys.stderr.write(captured.getvalue())  # warnings of a successful parse
+    return cmd
+
+
 def main(args: list[str] | None = None) -> int:
     args = sys.argv[1:] if args is None else list(args)
-    name = recon_preset_name(args)
-    recon_default = None
-    if name is not None:
-        try:
-            recon_default = preset(name)
-        except ValueError as e:
-            print(f"splatseg: error: {e}", file=sys.stderr)
-            return 2
-    cmd = tyro.cli(command_type(recon_default), args=args, prog="splatseg")
-    if isinstance(cmd, ReconConfig) and recon_default is not None:
-        cmd = replace(cmd, preset=recon_default.preset)  # "auto" recorded as what it resolved to
+    debug, args = errors.debug_requested(args)
     try:
+        empty = errors.empty_value_error(args)
+        if empty is not None:
+            raise ValueError(empty)
+        name = recon_preset_name(args)
+        recon_default = preset(name) if name is not None else None
+        cmd = parse(args, recon_default)
+        if isinstance(cmd, ReconConfig) and recon_default is not None:
+            cmd = replace(cmd, preset=recon_default.preset)  # "auto" recorded as what it resolved to
         dispatch(cmd)
     except KeyboardInterrupt:
         print("splatseg: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"splatseg: error: {message}", file=sys.stderr)
-        return 2
+        return errors.EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - the one error path: one line, never a bare traceback
+        return errors.report(e, debug)
     return 0
 
 
