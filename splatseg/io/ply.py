@@ -123,6 +123,60 @@ def validate_vertex_table(table: np.ndarray, where: str = "vertex table") -> Non
 
 
 # --------------------------------------------------------------------------------------------
+# Declared sizes (checked before plyfile allocates anything)
+# --------------------------------------------------------------------------------------------
+
+_TYPE_BYTES = {name: size for size, names in {
+    1: ("char", "uchar", "int8", "uint8"), 2: ("short", "ushort", "int16", "uint16"),
+    4: ("int", "uint", "int32", "uint32", "float", "float32"), 8: ("double", "float64")}.items() for name in names}
+MAX_HEADER_BYTES = 1 << 20
+"""A PLY header longer than this is refused (real splat headers are a few KB)."""
+
+
+def check_declared_sizes(path: Path) -> None:
+    """Refuses (PlyFormatError) a PLY whose header declares more rows than the bytes after it can
+    hold: plyfile allocates every element at its declared count before reading, so a 100-byte
+    ASCII header claiming 10^12 vertices asked for 62 TiB. A binary row needs its fixed-size
+    properties (a list at least its count); an ASCII row at least two bytes per property (a digit
+    and a separator). Headers it cannot parse are left to plyfile's own errors."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(min(size, MAX_HEADER_BYTES))
+    end = re.search(rb"end_header\r?\n", head)
+    if end is None:
+        if size > MAX_HEADER_BYTES:
+            raise PlyFormatError(f"{path}: no end_header within the first {MAX_HEADER_BYTES} bytes")
+        return
+    body = size - end.end()
+    lines = head[: end.start()].decode("ascii", errors="replace").splitlines()
+    fmt = next((ln.split()[1] for ln in lines if ln.startswith("format ") and len(ln.split()) > 1), None)
+    elements: list[list] = []  # [name, count, min row bytes]
+    for line in lines:
+        words = line.split()
+        if len(words) >= 3 and words[0] == "element":
+            try:
+                elements.append([words[1], int(words[2]), 0])
+            except ValueError:
+                return  # plyfile reports the malformed count
+        elif len(words) >= 3 and words[0] == "property" and elements:
+            if fmt == "ascii":
+                elements[-1][2] += 2
+            elif words[1] == "list":
+                elements[-1][2] += _TYPE_BYTES.get(words[2], 1)
+            else:
+                elements[-1][2] += _TYPE_BYTES.get(words[1], 1)
+    need = -1 if fmt == "ascii" else 0  # the last ASCII line may lack its newline
+    for name, count, row in elements:
+        if count < 0:
+            raise PlyFormatError(f"{path}: element {name!r} declares a negative count {count}")
+        need += count * row
+        if need > body:
+            raise PlyFormatError(f"{path}: header declares {count} {name!r} rows (at least {need} bytes) but only {body} bytes "
+                                 "follow the header (truncated or corrupt file)")
+
+
+# --------------------------------------------------------------------------------------------
 # Raw vertex tables
 # --------------------------------------------------------------------------------------------
 
@@ -136,6 +190,7 @@ def read_vertex_table(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise PlyFormatError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
     try:
+        check_declared_sizes(path)
         with open(path, "rb") as f:
             if f.read(4) not in (b"ply\n", b"ply\r"):
                 raise PlyFormatError(f"{path}: not a PLY file (no 'ply' magic line)")
