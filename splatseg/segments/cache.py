@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from splatseg.io.atomic import atomic_write
+from splatseg.io.npz import NpzError, open_npz
 from splatseg.types import Segments
 
 SEGMENTS_DIRNAME = "segments"
@@ -115,7 +116,7 @@ def read_segments(path: str | os.PathLike, size: tuple[int, int] | None = None) 
         model = _read_str(z, "model") or "unknown"
     if segmaps.ndim == 2:
         segmaps = segmaps[None]
-    _check_segmaps(path, segmaps)
+    _check_segmaps(path, segmaps, None if emb is None or emb.ndim != 2 else int(emb.shape[0]))
     segmaps = segmaps.astype(np.int32, copy=False)
     M = int(segmaps.max()) + 1 if segmaps.size else 0
     if emb is not None:
@@ -161,9 +162,9 @@ def _open(path: Path):
     if not path.is_file():
         raise SegmentsError(f"{path}: no such segments file")
     try:
-        return np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise SegmentsError(f"{path}: not a readable .npz file ({type(e).__name__}: {_one_line(e)})") from None
+        return open_npz(path, "segments file")  # declared array sizes checked before anything is allocated
+    except NpzError as e:
+        raise SegmentsError(str(e)) from None
 
 
 def _read_str(z, key: str) -> str:
@@ -181,7 +182,15 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:200]
 
 
-def _check_segmaps(path: Path, segmaps: np.ndarray) -> None:
+MIN_SEGMENT_TABLE = 1 << 16
+"""Without embeddings, segment indices must stay below max(L * H * W, this): an image's segment
+table cannot plausibly hold more entries than the image has pixels over all levels."""
+
+
+def _check_segmaps(path: Path, segmaps: np.ndarray, table_rows: int | None = None) -> None:
+    """Shape, dtype and value checks of [L, H, W] segmaps; `table_rows` (the embeddings' row count)
+    bounds the indices when given. Memory stays proportional to the map, whatever its values: a
+    10 KB file holding one index of 2e9 once made this check allocate 15 GiB."""
     if segmaps.ndim != 3:
         raise SegmentsError(f"{path}: 'segmaps' must be [L, H, W] or [H, W], got shape {tuple(segmaps.shape)}")
     if not np.issubdtype(segmaps.dtype, np.integer):
@@ -194,18 +203,24 @@ def _check_segmaps(path: Path, segmaps: np.ndarray) -> None:
         raise SegmentsError(f"{path}: 'segmaps' has value {lo} < -1 (-1 means no segment)")
     if hi > _INT32_MAX - 1:
         raise SegmentsError(f"{path}: 'segmaps' has value {hi}, beyond int32")
+    if table_rows is not None and hi >= table_rows:
+        raise SegmentsError(f"{path}: 'segmaps' has segment index {hi} but 'embeddings' has {table_rows} rows "
+                            "(one per segment index)")
+    if table_rows is None and hi >= max(L * H * W, MIN_SEGMENT_TABLE):
+        raise SegmentsError(f"{path}: 'segmaps' has segment index {hi}, more than the {L * H * W} pixels of its "
+                            f"{L} level(s) could hold; indices number this image's segments from 0")
     if L > 1 and hi >= 0:
-        seen = np.full(hi + 1, -1, dtype=np.int64)
-        for level in range(L):
-            ids = np.unique(segmaps[level])
-            ids = ids[ids >= 0]
-            clash = ids[seen[ids] >= 0]
-            if clash.size:
-                raise SegmentsError(
-                    f"{path}: segment index {int(clash[0])} appears at levels {int(seen[clash[0]])} and {level}; "
-                    "indices must be unique across levels"
-                )
-            seen[ids] = level
+        per_level = [np.unique(segmaps[level]) for level in range(L)]
+        ids = np.concatenate([u[u >= 0] for u in per_level])
+        levels = np.concatenate([np.full(int((u >= 0).sum()), level) for level, u in enumerate(per_level)])
+        order = np.argsort(ids, kind="stable")
+        dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+        if dup.size:
+            a, b = order[dup[0]], order[dup[0] + 1]
+            raise SegmentsError(
+                f"{path}: segment index {int(ids[a])} appears at levels {int(levels[a])} and {int(levels[b])}; "
+                "indices must be unique across levels"
+            )
 
 
 def _check_embeddings(path: Path, emb: np.ndarray, M: int) -> None:
