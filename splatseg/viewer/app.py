@@ -22,7 +22,10 @@ and selection changes, latest request wins (`_LatestOnly`).
 
 Exports use `splatseg.export.export_ply` on the run's splats file: `RUN/exports/<name>.ply` (the
 selection) or `RUN/exports/<name>-rest.ply` (everything else), then the file is sent to the tab
-as a download.
+as a download; a name that would write over one of the run's inputs is refused.
+
+Access: `viewer/server.py` starts viser with a Host / Origin check on every HTTP request and
+websocket handshake (loopback pages and --allow-origin only; HTTP 403 otherwise).
 """
 
 from __future__ import annotations
@@ -43,13 +46,14 @@ from splatseg.data import load_scene
 from splatseg.export import export_ply
 from splatseg.io.ply import read_ply
 from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, Selection
-from splatseg.run import Field, RunError, load_field
+from splatseg.run import Field, RunError, load_field, refuse_writing_over, run_inputs
 from splatseg.semantics.clip import SemanticsError
 from splatseg.viewer.camera import look_distance, pose_from_camera, scene_up
 from splatseg.viewer.config import ViewerConfig
 from splatseg.viewer.display import Highlighter, SplatArrays
 from splatseg.viewer.overlay import OVERLAY_MODES, OverlayRenderer
 from splatseg.viewer.picking import PickingTensors, focal_from_fov, ray_render
+from splatseg.viewer.server import OriginPolicy, check_bindable, is_loopback, start_viser
 from splatseg.viewer.session import ClickResult, SelectionSession
 
 SPLAT_NODE = "/splats"
@@ -101,7 +105,10 @@ class ViewerApp:
 
     def __init__(self, cfg: ViewerConfig):
         self.cfg = cfg
+        self.policy = OriginPolicy.from_flags(cfg.allow_origin)  # checked first: a bad flag costs nothing
+        check_bindable(cfg.host, cfg.port)
         self.field: Field = load_field(cfg.run)
+        self.inputs = run_inputs(self.field)
         self.exports_dir = Path(cfg.run) / "exports"
         splats = read_ply(self.field.splats_path)
         if len(splats) != self.field.num_gaussians:
@@ -111,6 +118,11 @@ class ViewerApp:
         self.picking = PickingTensors.build(splats.means, splats.unit_quats, splats.scales, splats.opacities, self.field.features)
         self.overlay = OverlayRenderer(self.picking, splats.base_rgb, cfg.overlay_max_side)
         self.warnings: list[str] = []
+        if not is_loopback(cfg.host):
+            self.warnings.append(
+                f"--host {cfg.host} is not a loopback address: any program that can reach this machine on port {cfg.port} "
+                "can load the scene and drive the viewer; browsers are let in only from loopback pages and --allow-origin "
+                f"({', '.join(self.policy.extra_origins) or 'none given'})")
         self._tabs: dict[int, TabState] = {}
         self._tabs_lock = threading.Lock()
         self._clip = None
@@ -118,7 +130,7 @@ class ViewerApp:
 
         self.initial_view: str | None = None
 
-        self.server = viser.ViserServer(host=cfg.host, port=cfg.port, label="splatseg", verbose=False)
+        self.server, self.refused = start_viser(cfg.host, cfg.port, self.policy)
         self.port = self.server.get_port()
         self._torch_threads = torch.get_num_threads()
         if cfg.torch_threads > 0:
@@ -185,6 +197,7 @@ class ViewerApp:
             raise QueryError("nothing is selected: click an object first")
         stem = _safe_stem(name if name is not None else tab.gui["name"].value)
         out = self.exports_dir / (f"{stem}-rest.ply" if invert else f"{stem}.ply")
+        refuse_writing_over(out, self.inputs, flag="export")
         self.exports_dir.mkdir(parents=True, exist_ok=True)
         count = export_ply(self.field.splats_path, ~mask if invert else mask, out)
         tab.last_export = (out, count)
