@@ -5,7 +5,8 @@ Two layouts are detected by `load_scene`, in this order:
 2. a COLMAP model in `root/sparse/0/` or `root/sparse/` with images in `root/images/`,
    see `splatseg.data.colmap`.
 Cameras are always returned in splatseg's conventions (`splatseg.types`): OpenCV camera axes,
-world -> camera `viewmats`, pixel centres at (i + 0.5, j + 0.5).
+world -> camera `viewmats`, pixel centres at (i + 0.5, j + 0.5). Every image file must have the
+size its camera declares (`check_image_sizes`).
 """
 
 from __future__ import annotations
@@ -78,11 +79,31 @@ def load_scene(root: str | Path, downscale: float = 1.0) -> Scene:
         points = colors = None
     else:
         cameras, extras, points, colors = load_colmap(root)
+    check_image_sizes(cameras)
     if downscale != 1.0:
         if not np.isfinite(downscale) or downscale <= 0:
             raise SceneError(f"{root}: downscale must be a positive number, got {downscale}")
         cameras = cameras.downscaled(downscale)
     return Scene(root=root, cameras=cameras, frame_extras=extras, points=points, point_colors=colors)
+
+
+def check_image_sizes(cameras: Cameras) -> None:
+    """SceneError when an image file's size (read from its header) differs from the size its camera
+    declares (transforms.json `w`/`h`, the COLMAP camera). The intrinsics describe the declared
+    pixel grid; loading used to stretch such a photo to it without a word, which misaligns every
+    pixel unless the aspect ratio happens to match. Refusing is the documented choice: resize the
+    images or fix the declared size (`--downscale` is how to train at another resolution)."""
+    from splatseg.io.images import ImageError, image_size
+
+    for i, path in enumerate(cameras.image_paths):
+        try:
+            w, h = image_size(path)
+        except ImageError as e:
+            raise SceneError(str(e)) from None
+        if (w, h) != (int(cameras.widths[i]), int(cameras.heights[i])):
+            raise SceneError(f"{path}: the image is {w}x{h} but its camera declares {int(cameras.widths[i])}x"
+                             f"{int(cameras.heights[i])} (w/h in transforms.json or the COLMAP camera); resize the "
+                             "image or fix the declared size")
 
 
 # Loaders import SceneError from this module, so they are imported after it is defined.
