@@ -101,17 +101,22 @@ def parse_error_line(text: str) -> str:
     helptext, run X --help") becomes a short hint.
     """
     lines = [_ANSI.sub("", line).rstrip() for line in text.splitlines()]
-    title, sections, current, footer = "", [], [], []
+    title, contents = "", []
+    if any(line.lstrip().startswith("╭") for line in lines):  # UTF-8 box
+        for line in lines:
+            stripped = line.strip()
+            if stripped.startswith("╭"):
+                title = stripped.strip("╭╮─ ").strip()
+            elif stripped.startswith("│"):
+                content = stripped[1:].rstrip("│").rstrip()
+                contents.append(content[1:] if content.startswith(" ") else content)
+    else:  # tyro's ASCII layout (stdout not UTF-8): title, a dashed rule, contents indented by two
+        rest = [line for line in lines if line.strip()]
+        if len(rest) >= 2 and set(rest[1].strip()) == {"-"}:
+            title, contents = rest[0].strip(), [line[2:] if line.startswith("  ") else line.strip() for line in rest[2:]]
+    sections, current, footer = [], [], []
     in_footer = False
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("╭"):
-            title = stripped.strip("╭╮─ ").strip()
-            continue
-        if not stripped.startswith("│"):
-            continue
-        content = stripped[1:].rstrip("│").rstrip()
-        content = content[1:] if content.startswith(" ") else content
+    for content in contents:
         body = content.strip()
         if not body or set(body) <= set("─━-"):
             if current:
@@ -125,7 +130,7 @@ def parse_error_line(text: str) -> str:
         current.append((len(content) - len(content.lstrip()), body))
     if current:
         sections.append(current)
-    if not sections:
+    if not sections:  # a layout this parser does not know: the text, joined
         return " ".join(" ".join(line.split()) for line in lines if line.strip())[:300] or "invalid command line"
     first = sections[0]
     if title.lower().startswith("required"):

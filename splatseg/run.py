@@ -112,7 +112,7 @@ def verify_splats(info: dict, run_dir: Path) -> None:
     """Raises RunError unless info["splats"] is the very file the run was trained on (see the
     module docstring: stat fast path, SHA-256 otherwise)."""
     path = Path(info["splats"])
-    fix = f"point {run_dir} at the file it was trained on (restore it) or retrain with `splatseg train`"
+    fix = "restore the file the run was trained on, or retrain with `splatseg train`"
     if not path.is_file():
         raise RunError(f"{path}: the splats file {run_dir} was trained on is missing; {fix}")
     recorded_sha, stat = info.get("splats_sha256"), info.get("splats_stat")

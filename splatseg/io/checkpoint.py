@@ -84,12 +84,13 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e):
+        if "Unsupported global" in str(e):  # a class or function to call: what a code-running payload needs
             raise CheckpointError(
                 f"{path}: refused: this {what} needs more than tensors and plain containers to load "
                 f"(it could run code), and splatseg never unpickles such files; {remedy}"
             ) from None
-        raise CheckpointError(f"{path}: corrupt {what} ({_reason(e)}); {remedy}") from None
+        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln), _reason(e))
+        raise CheckpointError(f"{path}: corrupt {what}, or one that does not load safely ({detail}); {remedy}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: corrupt or truncated {what} ({type(e).__name__}: {_reason(e)}); {remedy}") from None
     if not isinstance(state, dict):

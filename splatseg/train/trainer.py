@@ -165,7 +165,6 @@ def train(cfg: TrainConfig) -> Path:
 
     cams = training_cameras(scene.cameras, cfg.train_max_side)
     params = {k: v.to(device) for k, v in splats.torch_params().items()}
-    out.mkdir(parents=True, exist_ok=True)
 
     views = [load_view(params, cams, i, seg_dir, cfg.min_segment_pixels, cfg.feature_renderer)
              for i in tqdm(train_idx, desc="views", disable=not cfg.progress)]
@@ -194,6 +193,7 @@ def train(cfg: TrainConfig) -> Path:
                                "sched": sched.state_dict(), "step": step, "generator": gen.get_state(), "loss_ema": loss_ema})
 
     order = np.random.default_rng(cfg.seed).integers(0, len(views), size=cfg.iterations)
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad input found above leaves no folder behind
     t_opt = time.time()
     bar = tqdm(range(start, cfg.iterations), desc="train", disable=not cfg.progress, initial=start, total=cfg.iterations)
     for step in bar:
