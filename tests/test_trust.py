@@ -708,3 +708,31 @@ def test_case10_recon_interrupt_and_resume_equals_one_run(micro_scene, tmp_path,
 
 def test_run_errors_are_value_errors():
     assert issubclass(RunError, ValueError)
+
+
+@pytest.mark.parametrize("utf8", [True, False])
+def test_parse_errors_become_one_line_in_both_of_tyros_layouts(utf8, monkeypatch):
+    """tyro draws a UTF-8 box when stdout is UTF-8 and an indented ASCII layout otherwise (pipes
+    with another encoding, pytest's capture): both become the same line."""
+    import contextlib
+    import io
+
+    import tyro
+
+    from splatseg.cli import command_type
+    from splatseg.errors import parse_error_line
+
+    class Stdout(io.StringIO):
+        encoding = "utf-8" if utf8 else "ascii"
+
+    monkeypatch.setattr("sys.stdout", Stdout())
+    lines = []
+    for args in (["train", "--data", "x"], ["train"], ["segment", "--run", "r", "--out", "o", "--click", "a", "1"]):
+        captured = io.StringIO()
+        with contextlib.redirect_stderr(captured), pytest.raises(SystemExit):
+            tyro.cli(command_type(), args=args, prog="splatseg")
+        assert len(captured.getvalue().splitlines()) > 3 and ("╭" in captured.getvalue()) == utf8
+        lines.append(parse_error_line(captured.getvalue()))
+    assert lines == ["missing option --out for `splatseg train` (see `splatseg train --help`)",
+                     "missing options --data, --out for `splatseg train` (see `splatseg train --help`)",
+                     "Missing value for argument '--click'. Expected 3 values. (see `splatseg segment --help`)"]
