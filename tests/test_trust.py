@@ -159,6 +159,29 @@ def test_case01_no_command_writes_over_the_runs_inputs(micro_run, micro_scene, t
         one_line(err, "refusing to write over the run's inputs")
     assert (listing(micro_run), listing(micro_scene)) == before
 
+    # the viewer's export names a file in RUN/exports/: refused when that is the splats file
+    from types import SimpleNamespace
+
+    from splatseg.viewer import ViewerConfig
+    from splatseg.viewer.app import ViewerApp
+
+    run = copy_run(micro_run, tmp_path / "run")
+    exported = run / "exports" / "sel.ply"  # a run trained on a file in its own exports folder
+    exported.parent.mkdir()
+    shutil.copy2(fld.splats_path, exported)
+    info = json.loads((run / "run.json").read_text())
+    write_json(run / "run.json", {**info, **splats_record(exported)})
+    kept = exported.read_bytes()
+    app = ViewerApp(ViewerConfig(run=run, port=_free_port()))
+    try:
+        app._tab = lambda client_id: SimpleNamespace(session=SimpleNamespace(mask=np.ones(app.field.num_gaussians, bool)))
+        with pytest.raises(RunError, match="refusing to write over the run's inputs"):
+            app.export(0, name="sel")
+        assert app.export(0, name="other")[1] == app.field.num_gaussians
+    finally:
+        app.stop()
+    assert exported.read_bytes() == kept
+
 
 # ------------------------------------------------------------------------------------------ case 2
 
