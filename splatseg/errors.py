@@ -3,7 +3,7 @@
 - Expected failures (bad input, a missing or malformed file, a refused run, an OS error such as a
   full disk, a file-size limit or a permission) -> `splatseg: error: <one line naming the file or
   flag>`, exit 2. Expected means: ValueError (every splatseg error class derives from it),
-  OSError, ImportError (a missing optional package), MemoryError.
+  OSError, ImportError (a missing optional package), MemoryError and torch's OutOfMemoryError.
 - tyro's boxed parse errors -> the same one line, exit 2 (`--help` output is left as it is).
 - Anything else is a bug -> `splatseg: internal error: <type>: <message> (rerun with --debug ...)`,
   exit 1. `--debug` (anywhere on the command line) or SPLATSEG_DEBUG=1 prints the traceback too.
@@ -69,7 +69,7 @@ def describe(e: BaseException) -> tuple[int, str]:
     """(exit status, one-line message without the `splatseg: ...` prefix) for an exception."""
     if isinstance(e, OSError):
         return EXIT_ERROR, _os_error_line(e)
-    if isinstance(e, MemoryError):
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch's (CUDA) OOM is a RuntimeError
         detail = _first_line(str(e))
         return EXIT_ERROR, "out of memory" + (f" ({detail})" if detail else "") + ": try smaller inputs or settings"
     if isinstance(e, (ValueError, ImportError)):
