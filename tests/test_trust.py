@@ -449,7 +449,8 @@ def test_case06_a_failed_retrain_never_leaves_a_mixed_run(micro_run, micro_scene
         real_save(path, **arrays)
 
     monkeypatch.setattr(run_module, "save_npz", views_fail)
-    code, _, err = run_cli(["train", "--data", micro_scene, "--out", run, *MICRO_TRAIN, "--seed", 7, "--overwrite"], capsys)
+    code, _, err = run_cli(["train", "--data", micro_scene, "--out", run, *MICRO_TRAIN, "--seed", 7, "--iterations", 20,
+                            "--overwrite"], capsys)
     assert code == 2
     one_line(err, "views.npz", "disk is full")
     monkeypatch.setattr(run_module, "save_npz", real_save)
@@ -470,7 +471,8 @@ def test_case06_a_failed_retrain_never_leaves_a_mixed_run(micro_run, micro_scene
         real_replace(src, dst)
 
     monkeypatch.setattr(run_module.os, "replace", killed_after_first)
-    code, _, err = run_cli(["train", "--data", micro_scene, "--out", run, *MICRO_TRAIN, "--seed", 8, "--overwrite"], capsys)
+    code, _, err = run_cli(["train", "--data", micro_scene, "--out", run, *MICRO_TRAIN, "--seed", 8, "--iterations", 20,
+                            "--overwrite"], capsys)
     monkeypatch.setattr(run_module.os, "replace", real_replace)
     assert code == 130
     code, _, err = run_cli(["segment", "--run", run, *prompt, "--out", tmp_path / "o2.ply"], capsys)
@@ -491,7 +493,8 @@ def test_case06_a_failed_retrain_never_leaves_a_mixed_run(micro_run, micro_scene
     one_line(err, "configuration (seed)")
     code, _, err = run_cli(["train", "--data", micro_scene, "--out", other, *MICRO_TRAIN], capsys)
     assert code == 0, err  # the same command again rebuilds the same run
-    code, _, err = run_cli(["train", "--data", micro_scene, "--out", other, *MICRO_TRAIN, "--num-queries", 16, "--overwrite"], capsys)
+    code, _, err = run_cli(["train", "--data", micro_scene, "--out", other, *MICRO_TRAIN, "--num-queries", 16,
+                            "--iterations", 20, "--overwrite"], capsys)
     assert code == 0, err
     assert load_field(other).num_queries == 16
 
@@ -703,21 +706,21 @@ def test_case10_interrupt_and_resume_equals_one_run(micro_scene, micro_run, tmp_
 
 
 def test_case10_recon_interrupt_and_resume_equals_one_run(micro_scene, tmp_path, monkeypatch):
-    """The same for `recon`: Ctrl+C at step 15 (the checkpoint written then) and a crash at step
-    15 (the checkpoint of step 10 kept) both resume to a splats.ply identical byte for byte."""
+    """The same for `recon`: Ctrl+C at step 12 (the checkpoint written then) and a crash at step
+    12 (the checkpoint of step 8 kept) both resume to a splats.ply identical byte for byte."""
     from splatseg.recon import ReconConfig, run_recon
     import splatseg.recon.trainer as recon_trainer
 
-    kw = dict(steps=20, ckpt_every=10, eval_every=0, device="cpu", init_num_points=300, max_gaussians=600, refine_start=5,
-              refine_every=5, refine_stop=18, reset_every=0, sh_degree=1, sh_degree_interval=8, progress=False, test_every=3)
+    kw = dict(steps=16, ckpt_every=8, eval_every=0, device="cpu", init_num_points=300, max_gaussians=600, refine_start=4,
+              refine_every=4, refine_stop=14, reset_every=0, sh_degree=1, sh_degree_interval=6, progress=False, test_every=3)
     one = run_recon(ReconConfig(data=micro_scene, out=tmp_path / "one", **kw)).read_bytes()
-    for stop, step in ((KeyboardInterrupt, 15), (RuntimeError, 10)):
+    for stop, step in ((KeyboardInterrupt, 12), (RuntimeError, 8)):
         out = tmp_path / f"two_{stop.__name__}"
         real, calls = recon_trainer.render_views, []
 
         def dies(*args, **kwargs):
             calls.append(1)
-            if len(calls) == 16:
+            if len(calls) == 13:  # one render per step: the 13th is step 12's
                 raise stop("stopped")
             return real(*args, **kwargs)
 
