@@ -359,6 +359,14 @@ def refuse_writing_over(out: Path, inputs: list[tuple[Path, str]], flag: str = "
             raise RunError(f"{flag} {out} {relation} {what} ({path}): refusing to write over the run's inputs; choose another path")
 
 
+def refuse_training_over_inputs(out: Path, splats_path: Path, image_paths, segment_files) -> None:
+    """RunError if a file `train` writes into `out` (run files, ckpt.pt) is one of its inputs."""
+    inputs = [(Path(splats_path), "the splats file"), *((Path(p), "one of the scene's images") for p in image_paths),
+              *((Path(p), "a segments file") for p in segment_files)]
+    for name in (*RUN_FILES, CKPT_NAME):
+        refuse_writing_over(Path(out) / name, inputs)
+
+
 # ----------------------------------------------------------------------------- training into a run directory
 
 RESULT_NEUTRAL_CONFIG = ("data", "out", "splats", "segments", "progress", "device", "feature_renderer", "overwrite",

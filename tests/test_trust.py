@@ -159,6 +159,20 @@ def test_case01_no_command_writes_over_the_runs_inputs(micro_run, micro_scene, t
         one_line(err, "refusing to write over the run's inputs")
     assert (listing(micro_run), listing(micro_scene)) == before
 
+    # train's own outputs: a segments folder as --out where a view's segments file is field.npz
+    scene = tmp_path / "scene"
+    shutil.copytree(micro_scene, scene)
+    (scene / "images" / "view_000.png").rename(scene / "images" / "field.png")
+    (scene / "segments" / "view_000.npz").rename(scene / "segments" / "field.npz")
+    meta = (scene / "transforms.json").read_text().replace("images/view_000.png", "images/field.png")
+    (scene / "transforms.json").write_text(meta)
+    kept = listing(scene)
+    code, _, err = run_cli(["train", "--data", scene, "--segments", scene / "segments", "--out", scene / "segments", *MICRO_TRAIN],
+                           capsys)
+    assert code == 2
+    one_line(err, "field.npz is a segments file", "refusing to write over")
+    assert listing(scene) == kept
+
     # the viewer's export names a file in RUN/exports/: refused when that is the splats file
     from types import SimpleNamespace
 

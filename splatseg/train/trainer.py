@@ -21,7 +21,8 @@ from tqdm import tqdm
 from splatseg.data import Scene, load_scene
 from splatseg.io.ply import read_ply
 from splatseg.io.checkpoint import save_state
-from splatseg.run import CKPT_NAME, RUN_FILES, RunError, claim_run_dir, refuse_writing_over, splats_record, verify_splats, write_run
+from splatseg.run import (CKPT_NAME, RunError, claim_run_dir, refuse_training_over_inputs, splats_record, verify_splats,
+                          write_run)
 from splatseg.segments.cache import read_segments, segments_dir
 from splatseg.train.config import TrainConfig, holdout_split
 from splatseg.train.lifting import lift_queries
@@ -155,10 +156,7 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError("no training views left after --holdout-every")
     out = Path(cfg.out)
     identity = _run_identity(cfg, splats_rec["splats_sha256"], n, [scene.cameras.names[i] for i in train_idx])
-    inputs = [(Path(splats_path), "the splats file"), *((Path(p), "one of the scene's images") for p in scene.cameras.image_paths),
-              *((seg_dir / f"{name}.npz", "a segments file") for name in scene.cameras.names)]
-    for name in (*RUN_FILES, CKPT_NAME):
-        refuse_writing_over(out / name, inputs)
+    refuse_training_over_inputs(out, splats_path, scene.cameras.image_paths, [seg_dir / f"{m}.npz" for m in scene.cameras.names])
     resume = claim_run_dir(out, identity, cfg.as_json(), cfg.overwrite)  # before the slow segments: fail fast
     seg_info = ensure_segments(scene, splats, cfg, seg_dir)
     segments_seconds = time.time() - t0
