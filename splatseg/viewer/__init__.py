@@ -9,7 +9,8 @@ Public API:
 
 Modules: picking (ray -> feature), session (one tab's prompts -> selection), display (splat arrays,
 highlight colours), camera (viser <-> splatseg cameras), overlay (server-side renders),
-app (viser wiring, per-tab state).
+server (viser started behind a Host / Origin check; start failures as one error), app (viser
+wiring, per-tab state).
 """
 
 from splatseg.viewer.config import ViewerConfig
