@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,8 @@ __all__ = [
     "splats_from_table",
     "table_from_splats",
     "standard_property_names",
+    "PlyHeader",
+    "read_ply_header",
 ]
 
 
@@ -123,6 +126,92 @@ def validate_vertex_table(table: np.ndarray, where: str = "vertex table") -> Non
 
 
 # --------------------------------------------------------------------------------------------
+# Header (read by hand so that sizes can be checked before plyfile allocates anything)
+# --------------------------------------------------------------------------------------------
+
+_PLY_TYPE_SIZES = {
+    "char": 1, "int8": 1, "uchar": 1, "uint8": 1, "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
+    "int": 4, "int32": 4, "uint": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8,
+}
+_MAX_HEADER_BYTES = 1 << 20
+
+
+@dataclass
+class PlyHeader:
+    """A PLY header as written: `format` ("ascii", "binary_little_endian", "binary_big_endian"),
+    `elements` [(name, count, [(property, type)])] in file order (a list property's type is
+    "list <count type> <item type>"), `comments`, and `data_offset` (bytes before the data)."""
+
+    format: str
+    elements: list[tuple[str, int, list[tuple[str, str]]]]
+    comments: list[str]
+    data_offset: int
+
+    def element(self, name: str) -> tuple[str, int, list[tuple[str, str]]] | None:
+        return next((e for e in self.elements if e[0] == name), None)
+
+
+def read_ply_header(path: str | os.PathLike) -> PlyHeader:
+    """Parse the header of the PLY file `path` and check that the data the header announces fits in
+    the file (binary: exact row sizes; ascii: at least two bytes per value), so that no reader
+    allocates rows the file cannot hold. Raises PlyFormatError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise PlyFormatError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
+    with open(path, "rb") as f:
+        head = f.read(_MAX_HEADER_BYTES)
+    if head[:4] not in (b"ply\n", b"ply\r"):
+        raise PlyFormatError(f"{path}: not a PLY file (no 'ply' magic line)")
+    end = re.search(rb"end_header\r?\n", head)
+    if end is None:
+        raise PlyFormatError(f"{path}: no end_header within the first {_MAX_HEADER_BYTES} bytes")
+    try:
+        lines = head[: end.start()].decode("ascii").splitlines()[1:]
+    except UnicodeDecodeError:
+        raise PlyFormatError(f"{path}: the PLY header is not ASCII text") from None
+    fmt, elements, comments = None, [], []
+    for number, line in enumerate(lines, start=2):
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            if words:
+                comments.append(line.split(None, 1)[1] if len(words) > 1 else "")
+            continue
+        try:
+            if words[0] == "format":
+                fmt = words[1]
+            elif words[0] == "element":
+                count = int(words[2])
+                if count < 0:
+                    raise ValueError
+                elements.append((words[1], count, []))
+            elif words[0] == "property" and elements:
+                kind = " ".join(words[1:4]) if words[1] == "list" else words[1]
+                name = words[4] if words[1] == "list" else words[2]
+                elements[-1][2].append((name, kind))
+            else:
+                raise ValueError
+        except (IndexError, ValueError):
+            raise PlyFormatError(f"{path}: malformed PLY header line {number}: {line.strip()!r}") from None
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+        raise PlyFormatError(f"{path}: unknown PLY format {fmt!r}")
+    header = PlyHeader(fmt, elements, comments, end.end())
+    available = path.stat().st_size - header.data_offset
+    needed = 0
+    for name, count, props in elements:
+        row = 0
+        for prop, kind in props:
+            base = kind.split()[1] if kind.startswith("list ") else kind
+            if base not in _PLY_TYPE_SIZES:
+                raise PlyFormatError(f"{path}: property {prop!r} of element {name!r} has unknown type {base!r}")
+            row += 2 if fmt == "ascii" else _PLY_TYPE_SIZES[base]
+        needed += count * row
+        if needed > available:
+            raise PlyFormatError(f"{path}: the header announces {count} {name!r} rows, more than the "
+                                 f"{available} bytes of data in the file can hold (truncated or corrupt file)")
+    return header
+
+
+# --------------------------------------------------------------------------------------------
 # Raw vertex tables
 # --------------------------------------------------------------------------------------------
 
@@ -133,13 +222,9 @@ def read_vertex_table(path: str | os.PathLike) -> np.ndarray:
     `validate_vertex_table`. Vertex list properties (not part of any splat layout) are dropped with a
     warning; other elements are ignored. Raises PlyFormatError."""
     path = Path(path)
-    if not path.is_file():
-        raise PlyFormatError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
+    read_ply_header(path)  # refuses files whose header announces more rows than they hold
     try:
         with open(path, "rb") as f:
-            if f.read(4) not in (b"ply\n", b"ply\r"):
-                raise PlyFormatError(f"{path}: not a PLY file (no 'ply' magic line)")
-            f.seek(0)
             ply = PlyData.read(f, mmap="c")
             if "vertex" not in ply:
                 names = [e.name for e in ply.elements]
