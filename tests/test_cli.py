@@ -116,3 +116,34 @@ def test_recon_preset_flag_sets_defaults_and_flags_override(monkeypatch):
 def test_recon_unknown_preset_is_one_line_error(capsys):
     code, out, err = run_cli(["recon", "--preset", "tpu", "--data", "s", "--out", "o"], capsys)
     assert code == 2 and "unknown recon preset 'tpu'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("suffix, fmt", [(".spz", "spz"), (".compressed.ply", "compressed_ply")])
+def test_segment_output_format_by_suffix(tiny_run, tmp_path, capsys, suffix, fmt):
+    from splatseg.io.formats import detect_format, read_splats
+
+    stem, x, y = click_on_object(tiny_run)
+    code, stdout, err = run_cli(["segment", "--run", tiny_run, "--click", stem, x, y, "--out", tmp_path / f"obj{suffix}"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["format"] == fmt and detect_format(tmp_path / f"obj{suffix}") == fmt
+    assert len(read_splats(tmp_path / f"obj{suffix}")) == summary["selected"] > 0
+
+
+def test_segment_unknown_suffix_is_one_line_error(tiny_run, tmp_path, capsys):
+    stem, x, y = click_on_object(tiny_run)
+    code, _, err = run_cli(["segment", "--run", tiny_run, "--click", stem, x, y, "--out", tmp_path / "obj.obj"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "unknown splat file suffix '.obj'" in err
+    code, _, err = run_cli(["segment", "--run", tiny_run, "--click", stem, x, y, "--with-features", "--out", tmp_path / "o.splat"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "need a .ply output" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_all_format_option(tiny_run, tmp_path, capsys):
+    from splatseg.io.formats import detect_format
+
+    code, stdout, err = run_cli(["export-all", "--run", tiny_run, "--out", tmp_path / "objs", "--format", "spz"], capsys)
+    assert code == 0, err
+    index = json.loads((tmp_path / "objs" / "index.json").read_text())
+    assert index["objects"] and all(e["file"].endswith(".spz") for e in index["objects"])
+    assert {detect_format(tmp_path / "objs" / e["file"]) for e in index["objects"]} == {"spz"}
