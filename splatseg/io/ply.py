@@ -38,6 +38,7 @@ __all__ = [
     "standard_property_names",
     "PlyHeader",
     "read_ply_header",
+    "read_point_cloud",
 ]
 
 
@@ -375,3 +376,35 @@ def write_ply(path: str | os.PathLike, splats: Splats) -> None:
     """Write `splats` as a binary_little_endian reference-layout PLY (extras after the standard
     properties), atomically. Bit-exact round trip with `read_ply` for float32 inputs."""
     write_vertex_table(path, table_from_splats(splats))
+
+
+def read_point_cloud(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """A point-cloud PLY (e.g. nerfstudio's sparse_pc.ply, COLMAP's export): float32 [P, 3] `x y z`
+    and uint8 [P, 3] `red green blue` (None when absent; float colours in [0, 1] are scaled).
+    Raises PlyFormatError in one line."""
+    path = Path(path)
+    read_ply_header(path)
+    try:
+        with open(path, "rb") as f:
+            ply = PlyData.read(f, mmap="c")
+            if "vertex" not in ply:
+                raise PlyFormatError(f"{path}: no 'vertex' element")
+            data = ply["vertex"].data
+            names = data.dtype.names or ()
+            if not all(k in names for k in MEANS):
+                raise PlyFormatError(f"{path}: a point cloud needs x, y, z properties")
+            points = np.ascontiguousarray(structured_to_unstructured(data[list(MEANS)], dtype=np.float32))
+            colors = None
+            if all(k in names for k in ("red", "green", "blue")):
+                rgb = structured_to_unstructured(data[["red", "green", "blue"]], dtype=np.float64)
+                if data.dtype.fields["red"][0].kind == "f":
+                    rgb = rgb * 255.0
+                colors = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+            del data, ply
+    except PlyFormatError:
+        raise
+    except (PlyParseError, ValueError, OSError) as e:
+        raise PlyFormatError(f"{path}: unreadable point cloud ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not np.isfinite(points).all():
+        raise PlyFormatError(f"{path}: NaN/inf point coordinates")
+    return points, colors
