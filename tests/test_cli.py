@@ -217,3 +217,18 @@ def test_train_takes_its_scene_from_an_inria_folder(tiny_run, tmp_path, capsys):
     code, _, err = run_cli(["train", "--splats", folder, "--out", tmp_path / "run2"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "pass --data SCENE" in err
     assert not (tmp_path / "run2").exists()
+
+
+def test_train_refuses_splats_in_a_trainers_normalised_frame(tiny_scene, tmp_path, capsys):
+    """A nerfstudio output whose splats are in the dataparser frame is refused in one line before
+    any work, instead of training on misaligned splats."""
+    import shutil
+
+    folder = tmp_path / "ns"
+    folder.mkdir()
+    (folder / "config.yml").write_text(f"!!python/object:nerfstudio.engine.trainer.TrainerConfig\ndata: {tiny_scene}\n")
+    (folder / "dataparser_transforms.json").write_text(json.dumps({"transform": np.eye(4)[:3].tolist(), "scale": 0.5}))
+    shutil.copy(tiny_scene / "splats.ply", folder / "splat.ply")
+    code, _, err = run_cli(["train", "--splats", folder, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "world_from_splats" in err
+    assert not (tmp_path / "run").exists()

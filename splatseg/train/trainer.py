@@ -146,6 +146,9 @@ def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path]:
     source = resolve_splats(given)
     for note in source.notes:
         print(f"splats: {note}")
+    if source.world_from_splats is not None and not np.allclose(source.world_from_splats, np.eye(4), atol=1e-9):
+        raise ValueError(f"train: the splats in {given} are in the {source.kind} trainer's own frame, not the scene's; "
+                         f"they must be moved by world_from_splats (see `splatseg info {given}`) before training")
     if cfg.data is not None:
         return source, Path(cfg.data)
     if source.scene is not None and source.scene_exists:
