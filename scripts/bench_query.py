@@ -73,7 +73,7 @@ def bench_clicks(args: Args) -> None:
 def bench_training(args: Args) -> None:
     from splatseg.data import load_scene
     from splatseg.data.synthetic import SyntheticConfig, generate, load_ground_truth
-    from splatseg.io.ply import read_ply
+    from splatseg.io.formats import read_splats as read_ply
     from splatseg.segments.cache import segments_dir, write_segments
     from splatseg.segments.noisy import simulate_segments
     from splatseg.train.config import TrainConfig

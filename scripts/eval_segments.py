@@ -153,7 +153,7 @@ def main(args: Args) -> dict:
     torch.set_num_threads(max(1, args.threads))
     from splatseg.data import load_scene
     from splatseg.io.images import load_image
-    from splatseg.io.ply import read_ply
+    from splatseg.io.formats import read_splats
 
     scene = load_scene(args.scene)
     truth = Truth(Path(args.scene), scene)
@@ -163,7 +163,7 @@ def main(args: Args) -> dict:
     splats_path = args.splats or scene.splats_path
     params = None
     if not args.colour_only and splats_path is not None and Path(splats_path).is_file():
-        params = read_ply(splats_path).torch_params()
+        params = read_splats(splats_path).torch_params()
     source = FelzenszwalbSource(args.segments)
     views = list(range(0, len(cams), max(1, args.every)))
     if args.max_views > 0:

@@ -18,6 +18,7 @@ import tyro
 from splatseg import errors
 
 from splatseg.demo import DemoConfig
+from splatseg.info import InfoConfig
 from splatseg.recon.config import ReconConfig, preset
 from splatseg.segment import ExportAllConfig, SegmentConfig
 from splatseg.train.config import TrainConfig
@@ -34,6 +35,7 @@ def command_type(recon_default: ReconConfig | None = None):
         Annotated[SegmentConfig, tyro.conf.subcommand("segment", description=SegmentConfig.__doc__)],
         Annotated[ExportAllConfig, tyro.conf.subcommand("export-all", description=ExportAllConfig.__doc__)],
         Annotated[ViewerConfig, tyro.conf.subcommand("view", description=ViewerConfig.__doc__)],
+        Annotated[InfoConfig, tyro.conf.subcommand("info", description=InfoConfig.__doc__)],
     ]
 
 
@@ -73,6 +75,15 @@ def dispatch(cmd) -> None:
         from splatseg.viewer.app import run_viewer
 
         run_viewer(cmd)
+    elif isinstance(cmd, InfoConfig):
+        import json
+
+        from splatseg.info import splat_info
+
+        info = splat_info(cmd.path)
+        for note in info.get("notes", []):
+            print(f"note: {note}")
+        print(json.dumps(info))
     elif isinstance(cmd, ReconConfig):
         from splatseg.recon import run_recon
 

@@ -7,12 +7,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import tyro
 
-from splatseg.export import check_export_folder, export_objects, export_ply, feature_properties
+from splatseg.export import check_export_folder, export_objects, export_selection, feature_properties
+from splatseg.io.formats import output_format
 from splatseg.query import (
     CANONICAL_NEGATIVES,
     DEFAULT_THRESHOLD,
@@ -36,7 +37,8 @@ class SegmentConfig:
     run: Path
     """Run directory written by `splatseg train`."""
     out: Path
-    """PLY file to write (reference 3DGS layout, binary little-endian)."""
+    """Splat file to write; its suffix picks the format: .ply (reference 3DGS layout; rows of a PLY
+    source copied bit for bit), .compressed.ply (SuperSplat/PlayCanvas), .splat or .spz."""
     click: ClickArg = field(default_factory=list)
     """Positive click: STEM X Y in pixels of that image (origin top-left, x right, y down). Repeatable."""
     negative: ClickArg = field(default_factory=list)
@@ -50,7 +52,7 @@ class SegmentConfig:
     invert: bool = False
     """Export everything except the selection (object removal)."""
     with_features: bool = False
-    """Append the learned features as feat_0.. float32 properties."""
+    """Append the learned features as feat_0.. float32 properties (.ply output only)."""
 
 
 def _run_text_encoder(fld: Field):
@@ -76,6 +78,7 @@ def run_segment(cfg: SegmentConfig) -> dict:
         raise QueryError("give either --click or --text, not both")
     if not 0.0 <= cfg.threshold <= 1.0:
         raise QueryError(f"--threshold must lie in [0, 1], got {cfg.threshold}")
+    output_format(cfg.out)  # an unknown suffix is refused before any work
     fld = load_field(cfg.run)
     refuse_writing_over(cfg.out, run_inputs(fld))
     if cfg.text is not None:
@@ -88,8 +91,12 @@ def run_segment(cfg: SegmentConfig) -> dict:
     if not mask.any():
         raise QueryError("the selection is empty: nothing to export (try a lower --threshold or another click)")
     extra = feature_properties(fld.features) if cfg.with_features else None
-    count = export_ply(fld.splats_path, mask, cfg.out, extra)
-    return {"selected": count, "total": fld.num_gaussians, "queries": sel.queries, "out": str(cfg.out), "seconds": round(time.time() - t0, 3)}
+    result = export_selection(fld.splats_path, mask, cfg.out, extra)
+    summary = {"selected": result.count, "total": fld.num_gaussians, "queries": sel.queries, "out": str(cfg.out),
+               "format": result.format, "seconds": round(time.time() - t0, 3)}
+    if result.notes:
+        summary["notes"] = result.notes
+    return summary
 
 
 @dataclass
@@ -99,8 +106,12 @@ class ExportAllConfig:
     run: Path
     """Run directory written by `splatseg train`."""
     out: Path
-    """Directory for <name>.ply files and index.json, written all at once: it must be new, empty, or
-    a previous export-all output (holding index.json), which is then replaced whole."""
+    """Directory for one splat file per object (<name>.<format>) and index.json, written all at once:
+    it must be new, empty, or a previous export-all output (holding index.json), which is then
+    replaced whole."""
+    format: Literal["ply", "compressed.ply", "splat", "spz"] = "ply"
+    """Format of the object files: ply (reference layout, rows copied bit for bit from a PLY source),
+    compressed.ply (SuperSplat/PlayCanvas), splat or spz."""
     threshold: float = DEFAULT_THRESHOLD
     """Lifted score in [0, 1] above which a Gaussian belongs to an object."""
     min_gaussians: int = 50
@@ -137,7 +148,7 @@ def run_export_all(cfg: ExportAllConfig) -> dict:
     for j, (k, mask) in enumerate(objects):
         stem = f"object_{j:03d}" + (f"_{_slug(labels[j])}" if labels[j] else "")
         named.append((stem, mask))
-    index = export_objects(fld.splats_path, named, cfg.out, labels)
+    index = export_objects(fld.splats_path, named, cfg.out, labels, suffix=f".{cfg.format}")
     return {"objects": len(named), "index": str(index), "total": fld.num_gaussians, "seconds": round(time.time() - t0, 3)}
 
 

@@ -21,7 +21,7 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("command", ["demo", "recon", "train", "segment", "export-all", "view"])
+@pytest.mark.parametrize("command", ["demo", "recon", "train", "segment", "export-all", "view", "info"])
 def test_every_command_documents_its_flags(command, capsys):
     code, out, _ = run_cli([command, "--help"], capsys)
     assert code == 0 and "usage" in out.lower() and "--" in out
@@ -116,3 +116,119 @@ def test_recon_preset_flag_sets_defaults_and_flags_override(monkeypatch):
 def test_recon_unknown_preset_is_one_line_error(capsys):
     code, out, err = run_cli(["recon", "--preset", "tpu", "--data", "s", "--out", "o"], capsys)
     assert code == 2 and "unknown recon preset 'tpu'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("suffix, fmt", [(".spz", "spz"), (".compressed.ply", "compressed_ply")])
+def test_segment_output_format_by_suffix(tiny_run, tmp_path, capsys, suffix, fmt):
+    from splatseg.io.formats import detect_format, read_splats
+
+    stem, x, y = click_on_object(tiny_run)
+    code, stdout, err = run_cli(["segment", "--run", tiny_run, "--click", stem, x, y, "--out", tmp_path / f"obj{suffix}"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["format"] == fmt and detect_format(tmp_path / f"obj{suffix}") == fmt
+    assert len(read_splats(tmp_path / f"obj{suffix}")) == summary["selected"] > 0
+
+
+def test_segment_unknown_suffix_is_one_line_error(tiny_run, tmp_path, capsys):
+    stem, x, y = click_on_object(tiny_run)
+    code, _, err = run_cli(["segment", "--run", tiny_run, "--click", stem, x, y, "--out", tmp_path / "obj.obj"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "unknown splat file suffix '.obj'" in err
+    code, _, err = run_cli(["segment", "--run", tiny_run, "--click", stem, x, y, "--with-features", "--out", tmp_path / "o.splat"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "need a .ply output" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_all_format_option(tiny_run, tmp_path, capsys):
+    from splatseg.io.formats import detect_format
+
+    code, stdout, err = run_cli(["export-all", "--run", tiny_run, "--out", tmp_path / "objs", "--format", "spz"], capsys)
+    assert code == 0, err
+    index = json.loads((tmp_path / "objs" / "index.json").read_text())
+    assert index["objects"] and all(e["file"].endswith(".spz") for e in index["objects"])
+    assert {detect_format(tmp_path / "objs" / e["file"]) for e in index["objects"]} == {"spz"}
+
+
+def info_splats():
+    """A reference-layout scene with SH degree 3 and an extra property."""
+    from splatseg.types import Splats
+
+    rng = np.random.default_rng(0)
+    n = 300
+    return Splats(means=rng.uniform(-2, 2, (n, 3)).astype(np.float32), quats=rng.normal(size=(n, 4)).astype(np.float32),
+                  log_scales=np.full((n, 3), -4, np.float32), opacity_logits=np.zeros(n, np.float32),
+                  sh0=rng.uniform(-1, 1, (n, 1, 3)).astype(np.float32), shN=rng.uniform(-0.5, 0.5, (n, 15, 3)).astype(np.float32),
+                  extra={"confidence": rng.uniform(size=n).astype(np.float32)})
+
+
+@pytest.mark.parametrize("suffix, fmt, degree", [(".ply", "ply", 3), (".compressed.ply", "compressed_ply", 3),
+                                                  (".splat", "splat", 0), (".spz", "spz", 3)])
+def test_info_on_each_format(tmp_path, capsys, suffix, fmt, degree):
+    from splatseg.io.formats import write_splats
+
+    splats = info_splats()
+    write_splats(tmp_path / f"s{suffix}", splats)
+    code, stdout, err = run_cli(["info", tmp_path / f"s{suffix}"], capsys)
+    assert code == 0, err
+    info = json.loads(stdout.strip().splitlines()[-1])
+    assert info["format"] == fmt and info["num_gaussians"] == len(splats) and info["sh_degree"] == degree
+    lo, hi = np.array(info["bounds"])
+    np.testing.assert_allclose(lo, splats.means.min(axis=0), atol=5e-3)
+    np.testing.assert_allclose(hi, splats.means.max(axis=0), atol=5e-3)
+    assert info["extra_properties"] == (["confidence"] if fmt == "ply" else [])
+
+
+def test_info_on_a_folder_and_refusals(tmp_path, capsys):
+    from splatseg.io.ply import write_ply
+
+    folder = tmp_path / "inria"
+    (folder / "point_cloud" / "iteration_7000").mkdir(parents=True)
+    write_ply(folder / "point_cloud" / "iteration_7000" / "point_cloud.ply", info_splats())
+    (folder / "cfg_args").write_text("Namespace(source_path='/not/here', sh_degree=3)")
+    code, stdout, err = run_cli(["info", folder], capsys)
+    assert code == 0, err
+    info = json.loads(stdout.strip().splitlines()[-1])
+    assert info["kind"] == "inria" and info["num_gaussians"] == 300 and info["scene"] == "/not/here"
+    assert info["file"].endswith("iteration_7000/point_cloud.ply") and info["notes"]
+    (tmp_path / "x.bin").write_bytes(b"nothing to see")
+    for bad, message in [(tmp_path / "x.bin", "not a splat file"), (tmp_path / "nope", "no such file")]:
+        code, _, err = run_cli(["info", bad], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_train_takes_its_scene_from_an_inria_folder(tiny_run, tmp_path, capsys):
+    """--splats FOLDER without --data: the scene cfg_args names is used and said; without a scene
+    on this machine the command refuses in one line."""
+    import shutil
+
+    info = json.loads((tiny_run / "run.json").read_text())
+    folder = tmp_path / "inria"
+    (folder / "point_cloud" / "iteration_30000").mkdir(parents=True)
+    shutil.copy(info["splats"], folder / "point_cloud" / "iteration_30000" / "point_cloud.ply")
+    (folder / "cfg_args").write_text(f"Namespace(source_path={info['scene']!r}, sh_degree=3)")
+    code, stdout, err = run_cli(["train", "--splats", folder, "--out", tmp_path / "run", "--iterations", "5",
+                                 "--no-progress"], capsys)
+    assert code == 0, err
+    assert f"using the scene {info['scene']} named by the inria output" in stdout
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["scene"] == info["scene"] and run["splats"].endswith("iteration_30000/point_cloud.ply")
+    assert run["splats_source"]["kind"] == "inria"
+    (folder / "cfg_args").write_text("Namespace(source_path='/not/here')")
+    code, _, err = run_cli(["train", "--splats", folder, "--out", tmp_path / "run2"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "pass --data SCENE" in err
+    assert not (tmp_path / "run2").exists()
+
+
+def test_train_refuses_splats_in_a_trainers_normalised_frame(tiny_scene, tmp_path, capsys):
+    """A nerfstudio output whose splats are in the dataparser frame is refused in one line before
+    any work, instead of training on misaligned splats."""
+    import shutil
+
+    folder = tmp_path / "ns"
+    folder.mkdir()
+    (folder / "config.yml").write_text(f"!!python/object:nerfstudio.engine.trainer.TrainerConfig\ndata: {tiny_scene}\n")
+    (folder / "dataparser_transforms.json").write_text(json.dumps({"transform": np.eye(4)[:3].tolist(), "scale": 0.5}))
+    shutil.copy(tiny_scene / "splats.ply", folder / "splat.ply")
+    code, _, err = run_cli(["train", "--splats", folder, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "world_from_splats" in err
+    assert not (tmp_path / "run").exists()

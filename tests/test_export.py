@@ -108,3 +108,60 @@ def test_splat_transform_reads_exports(tmp_path, degree):
     if degree == 3:
         assert "f_rest_44" in rows[0]
     assert {float(r["object_id"]) for r in rows} == {7.0}
+
+
+# --------------------------------------------------------------------------------------------
+# Formats by suffix
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix, fmt", [(".compressed.ply", "compressed_ply"), (".splat", "splat"), (".spz", "spz")])
+def test_export_format_follows_the_suffix(src, tmp_path, suffix, fmt):
+    from splatseg.export import export_selection
+    from splatseg.io.formats import detect_format, read_splats
+
+    mask = np.arange(500) % 3 == 0
+    result = export_selection(src, mask, tmp_path / f"sel{suffix}")
+    assert result.count == mask.sum() and result.format == fmt
+    assert detect_format(tmp_path / f"sel{suffix}") == fmt
+    back = read_splats(tmp_path / f"sel{suffix}")
+    want = read_ply(src).subset(mask)
+    assert len(back) == mask.sum()
+    assert np.abs(back.means - want.means).max() < 5e-3  # rows in order, within the codecs' precision
+    assert any("confidence" in note for note in result.notes)  # the extra property could not go along
+
+
+def test_ply_export_from_a_compressed_source_writes_the_reference_layout(tmp_path):
+    from splatseg.io.formats import read_splats, write_splats
+    from splatseg.io.ply import standard_property_names
+
+    source = tmp_path / "scene.spz"
+    write_splats(source, random_splats(300, 2, seed=5))
+    decoded = read_splats(source)
+    mask = np.arange(300) < 120
+    assert export_ply(source, mask, tmp_path / "sel.ply") == 120
+    table = read_vertex_table(tmp_path / "sel.ply")
+    assert list(table.dtype.names) == standard_property_names(table)  # x y z nx ny nz f_dc f_rest(24) opacity scale rot
+    assert len([n for n in table.dtype.names if n.startswith("f_rest_")]) == 24
+    back = read_ply(tmp_path / "sel.ply")
+    np.testing.assert_array_equal(back.means, decoded.means[:120])  # the decoded rows, exactly
+    np.testing.assert_array_equal(back.shN, decoded.shN[:120])
+
+
+def test_unknown_suffix_and_extras_in_compressed_formats_are_refused(src, tmp_path):
+    from splatseg.io.formats import SplatFormatError
+
+    with pytest.raises(SplatFormatError, match="unknown splat file suffix '.obj'"):
+        export_ply(src, np.ones(500, bool), tmp_path / "out" / "sel.obj")
+    with pytest.raises(ExportError, match="need a .ply output"):
+        export_ply(src, np.ones(500, bool), tmp_path / "out" / "sel.spz", extra={"object_id": np.zeros(500, np.uint32)})
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_export_objects_in_another_format(src, tmp_path):
+    from splatseg.io.formats import detect_format
+
+    index = export_objects(src, [("a", np.arange(500) < 100)], tmp_path / "objs", suffix=".splat")
+    entries = read_index(index)
+    assert entries[0]["file"] == "a.splat" and detect_format(tmp_path / "objs" / "a.splat") == "splat"
+    assert (tmp_path / "objs" / "a.splat").stat().st_size == 100 * 32

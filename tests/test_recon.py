@@ -273,3 +273,60 @@ def test_presets_parse_with_tyro():
     cfg = tyro.cli(ReconConfig, default=PRESETS["cpu"], args=["--data", "scene", "--out", "o", "--steps", "7"])
     assert cfg.steps == 7 and cfg.downscale == PRESETS["cpu"].downscale and cfg.data == Path("scene")
     assert PRESETS["cpu"].max_gaussians > 0 and PRESETS["gpu"].device == "cuda"
+
+
+def test_recon_writes_the_reference_layout_and_loads_back_as_an_inria_folder(blob_scene, tmp_path):
+    """point_cloud/iteration_N at every checkpoint (the last equal to splats.ply), cameras.json and
+    cfg_args as the INRIA trainer writes them; the folder resolves through the INRIA reader."""
+    from splatseg.data import load_scene
+    from splatseg.data.sources import read_cfg_args, read_inria_cameras, resolve_splats
+    from splatseg.io.ply import read_ply
+
+    out = tmp_path / "run"
+    short = dict(TINY, steps=40, refine_start=10, refine_every=10, refine_stop=35, ckpt_every=20)
+    ply = run_recon(ReconConfig(data=blob_scene, out=out, **short))
+    iterations = sorted(p.name for p in (out / "point_cloud").iterdir())
+    assert iterations == ["iteration_20", "iteration_40"]
+    assert (out / "point_cloud" / "iteration_40" / "point_cloud.ply").read_bytes() == ply.read_bytes()
+    values, skipped = read_cfg_args(out / "cfg_args")
+    assert not skipped and values["source_path"] == str(blob_scene.resolve()) and values["model_path"] == str(out.resolve())
+    assert values["sh_degree"] == read_ply(ply).sh_degree and values["eval"] is True and values["white_background"] is False
+    src = resolve_splats(out)
+    assert src.kind == "inria" and src.splats_file == out / "point_cloud" / "iteration_40" / "point_cloud.ply"
+    assert src.scene == blob_scene.resolve() and src.scene_exists and src.world_from_splats is None
+    cams, want = read_inria_cameras(out / "cameras.json"), load_scene(blob_scene).cameras
+    assert cams.names == want.names and list(cams.widths) == list(want.widths)
+    np.testing.assert_allclose(cams.viewmats, want.viewmats, atol=1e-9)
+    np.testing.assert_allclose(cams.Ks, want.Ks, atol=1e-9)  # the ring's principal point is the image centre
+
+
+def test_transforms_ply_file_path_points_initialise_recon(blob_scene, tmp_path):
+    """nerfstudio's ply_file_path (initial points) becomes Scene.points; recon --init auto starts there."""
+    import shutil
+
+    from plyfile import PlyData, PlyElement
+
+    from splatseg.data import SceneError, load_scene
+    from splatseg.io.ply import read_ply
+
+    scene = tmp_path / "scene"
+    shutil.copytree(blob_scene, scene)
+    rng = np.random.default_rng(0)
+    pts = rng.normal(scale=0.3, size=(200, 3))
+    cloud = np.empty(200, dtype=[("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    cloud["x"], cloud["y"], cloud["z"] = pts.T
+    cloud["red"], cloud["green"], cloud["blue"] = 200, 30, 40
+    PlyData([PlyElement.describe(cloud, "vertex")]).write(str(scene / "sparse_pc.ply"))
+    meta = json.loads((scene / "transforms.json").read_text())
+    meta["ply_file_path"] = "sparse_pc.ply"
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    loaded = load_scene(scene)
+    np.testing.assert_allclose(loaded.points, pts, atol=1e-6)
+    assert (loaded.point_colors == [200, 30, 40]).all()
+    ply = run_recon(ReconConfig(data=scene, out=tmp_path / "run", **dict(TINY, steps=0)))
+    splats = read_ply(ply)
+    np.testing.assert_allclose(splats.means, pts, atol=1e-6)  # one Gaussian per initial point, unmoved
+    meta["ply_file_path"] = "missing.ply"
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(SceneError, match="ply_file_path .* not found"):
+        load_scene(scene)

@@ -509,3 +509,24 @@ def test_text_prompts_use_the_runs_clip_model_or_are_refused(handmade, tmp_path,
         assert session.text is None and np.array_equal(session.mask, obj == 2)
     finally:
         app.stop()
+
+
+def test_app_reads_a_run_whose_splats_are_spz(handmade, tmp_path):
+    """The viewer reads splats through the one loader: an .spz run opens with the decoded rows."""
+    import shutil
+
+    from splatseg.io.formats import read_splats, write_splats
+    from splatseg.viewer.app import ViewerApp
+
+    run, _, _ = handmade
+    other = tmp_path / "run"
+    shutil.copytree(run, other)
+    info = json.loads((other / "run.json").read_text())
+    write_splats(tmp_path / "scene.spz", read_ply(info["splats"]))
+    info["splats"] = str(tmp_path / "scene.spz")
+    write_json(other / "run.json", info)
+    app = ViewerApp(ViewerConfig(run=other, port=free_port()))
+    try:
+        np.testing.assert_allclose(app.arrays.centers, read_splats(tmp_path / "scene.spz").means, atol=1e-6)
+    finally:
+        app.stop()

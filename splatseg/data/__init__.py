@@ -1,7 +1,8 @@
 """Scene directories (FORMATS.md) -> `Scene`: posed pinhole cameras, per-frame extras, sparse points.
 
 Two layouts are detected by `load_scene`, in this order:
-1. `root/transforms.json` (nerfstudio / instant-ngp), see `splatseg.data.transforms_json`;
+1. `root/transforms.json` (nerfstudio / instant-ngp), see `splatseg.data.transforms_json`; its
+   `ply_file_path` point cloud (nerfstudio's initial points), when given, becomes `Scene.points`;
 2. a COLMAP model in `root/sparse/0/` or `root/sparse/` with images in `root/images/`,
    see `splatseg.data.colmap`.
 Cameras are always returned in splatseg's conventions (`splatseg.types`): OpenCV camera axes,
@@ -33,7 +34,8 @@ class Scene:
             `cameras.heights`, which differ from the files' sizes when loaded with `downscale`).
         frame_extras: C dicts of per-frame keys not used for cameras (e.g. `gt_mask_path`, as written
             in the file, relative to `root`); COLMAP scenes give `colmap_image_id`.
-        points: float32 [P, 3] sparse points in the world frame (COLMAP), or None.
+        points: float32 [P, 3] sparse points in the world frame (COLMAP, or transforms.json's
+            `ply_file_path`), or None.
         point_colors: uint8 [P, 3] RGB of `points`, or None.
     """
 
@@ -76,7 +78,7 @@ def load_scene(root: str | Path, downscale: float = 1.0) -> Scene:
     layout = detect_layout(root)
     if layout == "transforms":
         cameras, extras = load_transforms_json(root)
-        points = colors = None
+        points, colors = load_ply_points(root)  # nerfstudio's ply_file_path, when given
     else:
         cameras, extras, points, colors = load_colmap(root)
     check_image_sizes(cameras)
@@ -108,7 +110,7 @@ def check_image_sizes(cameras: Cameras) -> None:
 
 # Loaders import SceneError from this module, so they are imported after it is defined.
 from splatseg.data.colmap import colmap_model_dir, load_colmap  # noqa: E402
-from splatseg.data.transforms_json import load_transforms_json, write_transforms_json  # noqa: E402
+from splatseg.data.transforms_json import load_ply_points, load_transforms_json, write_transforms_json  # noqa: E402
 
 __all__ = [
     "Scene",

@@ -30,7 +30,7 @@ from splatseg.io.images import ImageError, image_size
 from splatseg.io.atomic import atomic_write
 from splatseg.types import Cameras
 
-__all__ = ["load_transforms_json", "write_transforms_json", "OPENGL_FROM_OPENCV", "IMAGE_EXTENSIONS"]
+__all__ = ["load_transforms_json", "write_transforms_json", "load_ply_points", "OPENGL_FROM_OPENCV", "IMAGE_EXTENSIONS"]
 
 OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 """Flips camera axes between OpenCV and OpenGL (its own inverse): c2w_gl = c2w_cv @ this."""
@@ -278,3 +278,24 @@ def write_transforms_json(
     with atomic_write(path) as f:
         f.write((text + "\n").encode("utf-8"))
     return path
+
+
+def load_ply_points(root: str | Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The point cloud named by transforms.json's top-level `ply_file_path` (nerfstudio's initial
+    points, e.g. sparse_pc.ply, in the same world frame as the frames): float32 [P, 3] and uint8
+    [P, 3] colours (or None); (None, None) when the key is absent. SceneError in one line."""
+    from splatseg.io.ply import PlyFormatError, read_point_cloud
+
+    root = Path(root)
+    rel = _read_json(root / "transforms.json").get("ply_file_path")
+    if rel is None:
+        return None, None
+    if not isinstance(rel, str) or not rel:
+        raise SceneError(f"{root / 'transforms.json'}: 'ply_file_path' must be a non-empty string")
+    path = root / rel
+    if not path.is_file():
+        raise SceneError(f"{root / 'transforms.json'}: ply_file_path {path} not found")
+    try:
+        return read_point_cloud(path)
+    except PlyFormatError as e:
+        raise SceneError(str(e)) from None

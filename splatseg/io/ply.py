@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,9 @@ __all__ = [
     "splats_from_table",
     "table_from_splats",
     "standard_property_names",
+    "PlyHeader",
+    "read_ply_header",
+    "read_point_cloud",
 ]
 
 
@@ -123,57 +127,89 @@ def validate_vertex_table(table: np.ndarray, where: str = "vertex table") -> Non
 
 
 # --------------------------------------------------------------------------------------------
-# Declared sizes (checked before plyfile allocates anything)
+# Header (read by hand so that sizes can be checked before plyfile allocates anything)
 # --------------------------------------------------------------------------------------------
 
-_TYPE_BYTES = {name: size for size, names in {
-    1: ("char", "uchar", "int8", "uint8"), 2: ("short", "ushort", "int16", "uint16"),
-    4: ("int", "uint", "int32", "uint32", "float", "float32"), 8: ("double", "float64")}.items() for name in names}
-MAX_HEADER_BYTES = 1 << 20
-"""A PLY header longer than this is refused (real splat headers are a few KB)."""
+_PLY_TYPE_SIZES = {
+    "char": 1, "int8": 1, "uchar": 1, "uint8": 1, "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
+    "int": 4, "int32": 4, "uint": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8,
+}
+_MAX_HEADER_BYTES = 1 << 20
 
 
-def check_declared_sizes(path: Path) -> None:
-    """Refuses (PlyFormatError) a PLY whose header declares more rows than the bytes after it can
-    hold: plyfile allocates every element at its declared count before reading, so a 100-byte
-    ASCII header claiming 10^12 vertices asked for 62 TiB. A binary row needs its fixed-size
-    properties (a list at least its count); an ASCII row at least two bytes per property (a digit
-    and a separator). Headers it cannot parse are left to plyfile's own errors."""
+@dataclass
+class PlyHeader:
+    """A PLY header as written: `format` ("ascii", "binary_little_endian", "binary_big_endian"),
+    `elements` [(name, count, [(property, type)])] in file order (a list property's type is
+    "list <count type> <item type>"), `comments`, and `data_offset` (bytes before the data)."""
+
+    format: str
+    elements: list[tuple[str, int, list[tuple[str, str]]]]
+    comments: list[str]
+    data_offset: int
+
+    def element(self, name: str) -> tuple[str, int, list[tuple[str, str]]] | None:
+        return next((e for e in self.elements if e[0] == name), None)
+
+
+def read_ply_header(path: str | os.PathLike) -> PlyHeader:
+    """Parse the header of the PLY file `path` and check that the data the header announces fits in
+    the file (binary: exact row sizes; ascii: at least two bytes per value), so that no reader
+    allocates rows the file cannot hold. Raises PlyFormatError naming the file and the problem."""
     path = Path(path)
-    size = path.stat().st_size
+    if not path.is_file():
+        raise PlyFormatError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
     with open(path, "rb") as f:
-        head = f.read(min(size, MAX_HEADER_BYTES))
+        head = f.read(_MAX_HEADER_BYTES)
+    if head[:4] not in (b"ply\n", b"ply\r"):
+        raise PlyFormatError(f"{path}: not a PLY file (no 'ply' magic line)")
     end = re.search(rb"end_header\r?\n", head)
     if end is None:
-        if size > MAX_HEADER_BYTES:
-            raise PlyFormatError(f"{path}: no end_header within the first {MAX_HEADER_BYTES} bytes")
-        return
-    body = size - end.end()
-    lines = head[: end.start()].decode("ascii", errors="replace").splitlines()
-    fmt = next((ln.split()[1] for ln in lines if ln.startswith("format ") and len(ln.split()) > 1), None)
-    elements: list[list] = []  # [name, count, min row bytes]
-    for line in lines:
+        raise PlyFormatError(f"{path}: no end_header within the first {_MAX_HEADER_BYTES} bytes")
+    try:
+        lines = head[: end.start()].decode("ascii").splitlines()[1:]
+    except UnicodeDecodeError:
+        raise PlyFormatError(f"{path}: the PLY header is not ASCII text") from None
+    fmt, elements, comments = None, [], []
+    for number, line in enumerate(lines, start=2):
         words = line.split()
-        if len(words) >= 3 and words[0] == "element":
-            try:
-                elements.append([words[1], int(words[2]), 0])
-            except ValueError:
-                return  # plyfile reports the malformed count
-        elif len(words) >= 3 and words[0] == "property" and elements:
-            if fmt == "ascii":
-                elements[-1][2] += 2
-            elif words[1] == "list":
-                elements[-1][2] += _TYPE_BYTES.get(words[2], 1)
+        if not words or words[0] in ("comment", "obj_info"):
+            if words:
+                comments.append(line.split(None, 1)[1] if len(words) > 1 else "")
+            continue
+        try:
+            if words[0] == "format":
+                fmt = words[1]
+            elif words[0] == "element":
+                count = int(words[2])
+                if count < 0:
+                    raise ValueError
+                elements.append((words[1], count, []))
+            elif words[0] == "property" and elements:
+                kind = " ".join(words[1:4]) if words[1] == "list" else words[1]
+                name = words[4] if words[1] == "list" else words[2]
+                elements[-1][2].append((name, kind))
             else:
-                elements[-1][2] += _TYPE_BYTES.get(words[1], 1)
-    need = -1 if fmt == "ascii" else 0  # the last ASCII line may lack its newline
-    for name, count, row in elements:
-        if count < 0:
-            raise PlyFormatError(f"{path}: element {name!r} declares a negative count {count}")
-        need += count * row
-        if need > body:
-            raise PlyFormatError(f"{path}: header declares {count} {name!r} rows (at least {need} bytes) but only {body} bytes "
-                                 "follow the header (truncated or corrupt file)")
+                raise ValueError
+        except (IndexError, ValueError):
+            raise PlyFormatError(f"{path}: malformed PLY header line {number}: {line.strip()!r}") from None
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+        raise PlyFormatError(f"{path}: unknown PLY format {fmt!r}")
+    header = PlyHeader(fmt, elements, comments, end.end())
+    available = path.stat().st_size - header.data_offset
+    needed = -1 if fmt == "ascii" else 0  # the last ASCII line may lack its newline
+    for name, count, props in elements:
+        row = 0
+        for prop, kind in props:
+            base = kind.split()[1] if kind.startswith("list ") else kind
+            if base not in _PLY_TYPE_SIZES:
+                raise PlyFormatError(f"{path}: property {prop!r} of element {name!r} has unknown type {base!r}")
+            row += 2 if fmt == "ascii" else _PLY_TYPE_SIZES[base]
+        needed += count * row
+        if needed > available:
+            raise PlyFormatError(f"{path}: the header announces {count} {name!r} rows, more than the "
+                                 f"{available} bytes of data in the file can hold (truncated or corrupt file)")
+    return header
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,14 +223,9 @@ def read_vertex_table(path: str | os.PathLike) -> np.ndarray:
     `validate_vertex_table`. Vertex list properties (not part of any splat layout) are dropped with a
     warning; other elements are ignored. Raises PlyFormatError."""
     path = Path(path)
-    if not path.is_file():
-        raise PlyFormatError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
+    read_ply_header(path)  # refuses files whose header announces more rows than they hold
     try:
-        check_declared_sizes(path)
         with open(path, "rb") as f:
-            if f.read(4) not in (b"ply\n", b"ply\r"):
-                raise PlyFormatError(f"{path}: not a PLY file (no 'ply' magic line)")
-            f.seek(0)
             ply = PlyData.read(f, mmap="c")
             if "vertex" not in ply:
                 names = [e.name for e in ply.elements]
@@ -345,3 +376,35 @@ def write_ply(path: str | os.PathLike, splats: Splats) -> None:
     """Write `splats` as a binary_little_endian reference-layout PLY (extras after the standard
     properties), atomically. Bit-exact round trip with `read_ply` for float32 inputs."""
     write_vertex_table(path, table_from_splats(splats))
+
+
+def read_point_cloud(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """A point-cloud PLY (e.g. nerfstudio's sparse_pc.ply, COLMAP's export): float32 [P, 3] `x y z`
+    and uint8 [P, 3] `red green blue` (None when absent; float colours in [0, 1] are scaled).
+    Raises PlyFormatError in one line."""
+    path = Path(path)
+    read_ply_header(path)
+    try:
+        with open(path, "rb") as f:
+            ply = PlyData.read(f, mmap="c")
+            if "vertex" not in ply:
+                raise PlyFormatError(f"{path}: no 'vertex' element")
+            data = ply["vertex"].data
+            names = data.dtype.names or ()
+            if not all(k in names for k in MEANS):
+                raise PlyFormatError(f"{path}: a point cloud needs x, y, z properties")
+            points = np.ascontiguousarray(structured_to_unstructured(data[list(MEANS)], dtype=np.float32))
+            colors = None
+            if all(k in names for k in ("red", "green", "blue")):
+                rgb = structured_to_unstructured(data[["red", "green", "blue"]], dtype=np.float64)
+                if data.dtype.fields["red"][0].kind == "f":
+                    rgb = rgb * 255.0
+                colors = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+            del data, ply
+    except PlyFormatError:
+        raise
+    except (PlyParseError, ValueError, OSError) as e:
+        raise PlyFormatError(f"{path}: unreadable point cloud ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not np.isfinite(points).all():
+        raise PlyFormatError(f"{path}: NaN/inf point coordinates")
+    return points, colors

@@ -12,6 +12,8 @@ Outputs in OUT (all written atomically):
                  Gaussian count, wall-clock and process CPU seconds (summed over resumed runs),
                  and the periodic evaluations ("history")
     ckpt.pt      checkpoint for `--resume` (see recon.checkpoint)
+    point_cloud/iteration_<N>/point_cloud.ply, cameras.json, cfg_args: the reference trainer's
+                 layout (recon.ecosystem), a PLY at every checkpoint
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from splatseg.io.ply import atomic_write, write_ply
 from splatseg.recon.checkpoint import CHECKPOINT_NAME, fingerprint, load_checkpoint, save_checkpoint
 from splatseg.recon.config import ReconConfig
 from splatseg.recon.densify import Densifier, GsplatDefault, Params, num_gaussians
+from splatseg.recon.ecosystem import write_iteration, write_layout
 from splatseg.recon.init import colors_from_images, random_points, scene_extent, splats_from_points
 from splatseg.recon.losses import photometric_loss, psnr, ssim
 from splatseg.recon.model import (
@@ -274,6 +277,7 @@ def run_recon(cfg: ReconConfig) -> Path:
             "cpu_seconds": cpu_elapsed(),
             "fingerprint": expected,
         })
+        write_iteration(out, step, splats_from_params(params, active_sh_degree(cfg, max(step - 1, 0))))
 
     eval_set = views.test or views.train
     bar = tqdm(total=cfg.steps, initial=min(start, cfg.steps), desc="recon", disable=not cfg.progress, dynamic_ncols=True)
@@ -326,6 +330,8 @@ def run_recon(cfg: ReconConfig) -> Path:
                     "cpu_seconds": round(cpu_elapsed(), 2), **final})
     checkpoint(step)
     ply = _write_outputs(out, cfg, params, bg, views, step, final, history, elapsed(), cpu_elapsed(), device)
+    # cfg_args' sh_degree must be the PLYs' degree: the INRIA loaders size their SH arrays from it.
+    write_layout(data, out, final_sh, cfg.background == "white", bool(views.test))
     print(f"recon: {step} steps, {num_gaussians(params)} Gaussians, {'held-out' if views.test else 'train'} "
           f"PSNR {final['psnr']:.2f} dB SSIM {final['ssim']:.4f} ({len(eval_set)} views), {elapsed() / 60:.1f} min -> {ply}")
     return ply

@@ -6,18 +6,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+import tyro
+
 
 @dataclass
 class TrainConfig:
     """Train per-Gaussian mask features and K queries against a scene's 2D segments (geometry frozen)."""
 
-    data: Path
-    """Scene directory (transforms.json or COLMAP sparse/0 + images/)."""
-    out: Path
+    data: Path | None = None
+    """Scene directory (transforms.json or COLMAP sparse/0 + images/). May be left out when --splats
+    names a trainer's output folder whose scene is on this machine (that scene is used, and said)."""
+    out: Path = tyro.MISSING
     """Run directory to write (see README: run directory). A checkpoint of the same splats and
     settings is resumed; another run's files are refused (see --overwrite)."""
     splats: Path | None = None
-    """Trained 3DGS PLY aligned with the scene's cameras (default: DATA/splats.ply)."""
+    """Trained splats aligned with the scene's cameras: a file (reference or compressed PLY, .splat,
+    .spz) or a trainer's output folder (INRIA, gsplat, nerfstudio: its newest splat file). Default:
+    DATA/splats.ply."""
 
     segments: Path | None = None
     """Folder of 2D segments (<stem>.npz) to read, and to write missing ones into
@@ -81,6 +86,9 @@ class TrainConfig:
 
     @property
     def splats_path(self) -> Path:
+        """--splats as given (a file or a folder), else DATA/splats.ply."""
+        if self.splats is None and self.data is None:
+            raise ValueError("train needs --data SCENE, or --splats naming a trainer's output folder whose scene is on this machine")
         return self.splats if self.splats is not None else Path(self.data) / "splats.ply"
 
     def as_json(self) -> dict:

@@ -19,8 +19,9 @@ import torch
 from tqdm import tqdm
 
 from splatseg.data import Scene, load_scene
-from splatseg.io.ply import read_ply
+from splatseg.data.sources import SplatSource, resolve_splats
 from splatseg.io.checkpoint import save_state
+from splatseg.io.formats import read_splats
 from splatseg.run import (CKPT_NAME, RunError, claim_run_dir, refuse_training_over_inputs, splats_record, verify_splats,
                           write_run)
 from splatseg.segments.cache import read_segments, segments_dir
@@ -133,6 +134,27 @@ def _run_identity(cfg: TrainConfig, splats_sha: str, n: int, names: list[str]) -
             "num_queries": cfg.num_queries, "views": names}
 
 
+def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path]:
+    """(the splats --splats leads to, the scene directory): --data when given, else the scene a
+    trainer's output folder names when it is on this machine (said in one line); ValueError else."""
+    given = cfg.splats_path
+    if not Path(given).exists():
+        raise FileNotFoundError(f"splats file {given} not found (pass --splats, or run `splatseg recon` first)")
+    source = resolve_splats(given)
+    for note in source.notes:
+        print(f"splats: {note}")
+    if source.world_from_splats is not None and not np.allclose(source.world_from_splats, np.eye(4), atol=1e-9):
+        raise ValueError(f"train: the splats in {given} are in the {source.kind} trainer's own frame, not the scene's; "
+                         f"they must be moved by world_from_splats (see `splatseg info {given}`) before training")
+    if cfg.data is not None:
+        return source, Path(cfg.data)
+    if source.scene is not None and source.scene_exists:
+        print(f"train: no --data given; using the scene {source.scene} named by the {source.kind} output {given}")
+        return source, source.scene
+    named = f" (it names {source.scene}, which is not here)" if source.scene is not None else ""
+    raise ValueError(f"train: {given} names no scene on this machine{named}; pass --data SCENE")
+
+
 def train(cfg: TrainConfig) -> Path:
     """Runs segments (if missing) -> training -> lifting; writes and returns the run directory.
 
@@ -141,11 +163,10 @@ def train(cfg: TrainConfig) -> Path:
     t0 = time.time()
     validate_train_config(cfg)
     device = resolve_device(cfg.device)
-    scene: Scene = load_scene(cfg.data)
-    splats_path = cfg.splats_path
-    if not Path(splats_path).is_file():
-        raise FileNotFoundError(f"splats file {splats_path} not found (pass --splats, or run `splatseg recon` first)")
-    splats: Splats = read_ply(splats_path)
+    source, data = resolve_inputs(cfg)
+    scene: Scene = load_scene(data)
+    splats_path = source.splats_file
+    splats: Splats = read_splats(splats_path)
     n = len(splats)
     if n == 0:
         raise ValueError(f"{splats_path} has no Gaussians")
@@ -233,6 +254,7 @@ def train(cfg: TrainConfig) -> Path:
     info = {
         "scene": str(Path(scene.root).resolve()),
         **splats_rec,
+        "splats_source": source.as_json(),
         **identity,
         "train_views": [cams.names[i] for i in train_idx],
         "heldout_views": [cams.names[i] for i in held_idx],

@@ -20,9 +20,10 @@ Errors are shown in the page (a red notification and the status line); long work
 text model, exports) shows a loading notification. Overlay frames are rendered on camera moves
 and selection changes, latest request wins (`_LatestOnly`).
 
-Exports use `splatseg.export.export_ply` on the run's splats file: `RUN/exports/<name>.ply` (the
-selection) or `RUN/exports/<name>-rest.ply` (everything else), then the file is sent to the tab
-as a download; a name that would write over one of the run's inputs is refused.
+Exports use `splatseg.export.export_selection` on the run's splats file: `RUN/exports/<name>.ply`
+(the selection) or `RUN/exports/<name>-rest.ply` (everything else), or the suffix chosen in the tab's
+"Format" dropdown (.compressed.ply, .splat, .spz), then the file is sent to the tab as a download;
+a name that would write over one of the run's inputs is refused.
 
 Access: `viewer/server.py` starts viser with a Host / Origin check on every HTTP request and
 websocket handshake (loopback pages and --allow-origin only; HTTP 403 otherwise).
@@ -43,8 +44,8 @@ import torch
 import viser
 
 from splatseg.data import load_scene
-from splatseg.export import export_ply
-from splatseg.io.ply import read_ply
+from splatseg.export import export_selection
+from splatseg.io.formats import OUTPUT_SUFFIXES, read_splats
 from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, Selection
 from splatseg.run import Field, RunError, load_field, refuse_writing_over, run_inputs
 from splatseg.semantics.clip import SemanticsError
@@ -110,7 +111,7 @@ class ViewerApp:
         self.field: Field = load_field(cfg.run)
         self.inputs = run_inputs(self.field)
         self.exports_dir = Path(cfg.run) / "exports"
-        splats = read_ply(self.field.splats_path)
+        splats = read_splats(self.field.splats_path)
         if len(splats) != self.field.num_gaussians:
             raise RunError(f"{self.field.splats_path} has {len(splats)} Gaussians but the run was trained on {self.field.num_gaussians}")
         self.arrays = SplatArrays.from_splats(splats)
@@ -188,18 +189,22 @@ class ViewerApp:
         self._show(tab)
         return sel
 
-    def export(self, client_id: int, invert: bool = False, name: str | None = None) -> tuple[Path, int]:
+    def export(self, client_id: int, invert: bool = False, name: str | None = None, suffix: str | None = None) -> tuple[Path, int]:
         """Writes the tab's selection (or, with `invert`, everything else) to RUN/exports/ with
-        `splatseg.export.export_ply`; returns (path, rows written)."""
+        `splatseg.export.export_selection`, in the format of `suffix` (default: the tab's "Format"
+        choice, .ply); returns (path, rows written)."""
         tab = self._tab(client_id)
         mask = tab.session.mask
         if mask is None:
             raise QueryError("nothing is selected: click an object first")
         stem = _safe_stem(name if name is not None else tab.gui["name"].value)
-        out = self.exports_dir / (f"{stem}-rest.ply" if invert else f"{stem}.ply")
+        suffix = suffix if suffix is not None else tab.gui["format"].value if "format" in tab.gui else ".ply"
+        if suffix not in OUTPUT_SUFFIXES:
+            raise QueryError(f"unknown export format {suffix!r} (choose from {', '.join(OUTPUT_SUFFIXES)})")
+        out = self.exports_dir / (f"{stem}-rest{suffix}" if invert else f"{stem}{suffix}")
         refuse_writing_over(out, self.inputs, flag="export")
         self.exports_dir.mkdir(parents=True, exist_ok=True)
-        count = export_ply(self.field.splats_path, ~mask if invert else mask, out)
+        count = export_selection(self.field.splats_path, ~mask if invert else mask, out).count
         tab.last_export = (out, count)
         return out, count
 
@@ -278,6 +283,8 @@ class ViewerApp:
                                             hint="render the selection mask or the feature map (PCA colours) on the server")
         with gui.add_folder("Export"):
             g["name"] = gui.add_text("File name", f"selection-tab{tab.client.client_id}")
+            g["format"] = gui.add_dropdown("Format", tuple(OUTPUT_SUFFIXES), initial_value=".ply",
+                                           hint=".ply copies the rows as they are; the others are compressed")
             g["export"] = gui.add_button("Export selection", icon=viser.Icon.DOWNLOAD)
             g["export_rest"] = gui.add_button("Export everything else", icon=viser.Icon.DOWNLOAD)
             g["export_status"] = gui.add_markdown(f"Files go to `{self.exports_dir}` and to your browser.")
