@@ -78,9 +78,9 @@ def run_segment(cfg: SegmentConfig) -> dict:
         raise QueryError("give either --click or --text, not both")
     if not 0.0 <= cfg.threshold <= 1.0:
         raise QueryError(f"--threshold must lie in [0, 1], got {cfg.threshold}")
-    output_format(cfg.out)  # an unknown suffix is refused before any work
     fld = load_field(cfg.run)
     refuse_writing_over(cfg.out, run_inputs(fld))
+    output_format(cfg.out)  # an unknown suffix is refused before the selection is made
     if cfg.text is not None:
         text_emb, neg_emb = _text_embeddings(fld, cfg.text)
         sel = select_by_text(fld, text_emb, neg_emb, cfg.threshold)

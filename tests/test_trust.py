@@ -188,7 +188,7 @@ def test_case01_no_command_writes_over_the_runs_inputs(micro_run, micro_scene, t
     kept = exported.read_bytes()
     app = ViewerApp(ViewerConfig(run=run, port=_free_port()))
     try:
-        app._tab = lambda client_id: SimpleNamespace(session=SimpleNamespace(mask=np.ones(app.field.num_gaussians, bool)))
+        app._tab = lambda client_id: SimpleNamespace(session=SimpleNamespace(mask=np.ones(app.field.num_gaussians, bool)), gui={})
         with pytest.raises(RunError, match="refusing to write over the run's inputs"):
             app.export(0, name="sel")
         assert app.export(0, name="other")[1] == app.field.num_gaussians
@@ -327,15 +327,15 @@ def test_case04_export_all_writes_all_or_nothing(micro_run, tmp_path, capsys, mo
     # a failure midway (disk full at the third file) leaves the previous export exactly as it was
     import splatseg.export as export
 
-    real, calls = export.export_ply, []
+    real, calls = export.ExportSource.export, []
 
-    def third_fails(src, mask, out, extra=None):
+    def third_fails(self, mask, out, extra=None):
         calls.append(out)
         if len(calls) == 3:
             raise OSError(errno.ENOSPC, "No space left on device", str(out))
-        return real(src, mask, out, extra)
+        return real(self, mask, out, extra)
 
-    monkeypatch.setattr(export, "export_ply", third_fails)
+    monkeypatch.setattr(export.ExportSource, "export", third_fails)
     code, _, err = run_cli(["export-all", "--run", micro_run, "--out", objs, "--min-gaussians", 5], capsys)
     assert code == 2
     one_line(err, "No space left on device", "disk is full")
@@ -774,5 +774,5 @@ def test_parse_errors_become_one_line_in_both_of_tyros_layouts(utf8, monkeypatch
         assert len(captured.getvalue().splitlines()) > 3 and ("╭" in captured.getvalue()) == utf8
         lines.append(parse_error_line(captured.getvalue()))
     assert lines == ["missing option --out for `splatseg train` (see `splatseg train --help`)",
-                     "missing options --data, --out for `splatseg train` (see `splatseg train --help`)",
+                     "missing option --out for `splatseg train` (see `splatseg train --help`)",  # --data may be left out
                      "Missing value for argument '--click'. Expected 3 values. (see `splatseg segment --help`)"]

@@ -523,7 +523,7 @@ def test_app_reads_a_run_whose_splats_are_spz(handmade, tmp_path):
     shutil.copytree(run, other)
     info = json.loads((other / "run.json").read_text())
     write_splats(tmp_path / "scene.spz", read_ply(info["splats"]))
-    info["splats"] = str(tmp_path / "scene.spz")
+    info.update(splats_record(tmp_path / "scene.spz"))  # the run now names (and has hashed) the .spz file
     write_json(other / "run.json", info)
     app = ViewerApp(ViewerConfig(run=other, port=free_port()))
     try:

@@ -22,8 +22,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
     """Raises ValueError naming the flag and the value when a setting is out of range."""
     for name in ("data", "out"):
         value = getattr(cfg, name)
-        if value is None or str(value).strip() == "":
-            raise ValueError(f"{_flag(name)} must name a directory (got {str(value)!r})")
+        if (value is None and name == "out") or (value is not None and str(value).strip() == ""):
+            raise ValueError(f"{_flag(name)} must name a directory (got {str(value)!r})")  # --data may be left out
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
