@@ -13,6 +13,8 @@ File conventions:
 - `file_path` is relative to the directory (a leading "./" is fine), with or without extension.
 - Every other per-frame key is kept, unchanged, in that frame's extras dict; unknown top-level
   keys (`applied_transform`, `aabb_scale`, ...) are ignored.
+- Views come back sorted by image name (stem), not in file order, like the COLMAP loader's, so the
+  train / test split (`splatseg.data.split`) is the same however the file lists its frames.
 """
 
 from __future__ import annotations
@@ -115,8 +117,8 @@ def _read_json(path: Path) -> dict:
 
 def load_transforms_json(root: str | Path) -> tuple[Cameras, list[dict]]:
     """Cameras (OpenCV world -> camera viewmats, pixel intrinsics) and per-frame extras from
-    `root/transforms.json`, frames in file order; image paths are absolute. Raises SceneError with a
-    one-line message."""
+    `root/transforms.json`, sorted by image stem; image paths are absolute. Raises SceneError with a
+    one-line message (frames are named by their position in the file)."""
     root = Path(root)
     path = root / "transforms.json"
     meta = _read_json(path)
@@ -187,16 +189,17 @@ def load_transforms_json(root: str | Path) -> tuple[Cameras, list[dict]]:
         paths.append(image)
         extras.append({k: v for k, v in frame.items() if k not in CAMERA_KEYS})
 
+    order = sorted(range(len(names)), key=lambda i: names[i])
     cameras = Cameras(
-        viewmats=np.stack(viewmats).astype(np.float64),
-        Ks=np.asarray(Ks, dtype=np.float64),
-        widths=np.asarray(widths, dtype=np.int64),
-        heights=np.asarray(heights, dtype=np.int64),
-        names=names,
-        image_paths=paths,
-        distortion=np.asarray(dists, dtype=np.float64) if any_distortion else None,
+        viewmats=np.stack([viewmats[i] for i in order]).astype(np.float64),
+        Ks=np.asarray([Ks[i] for i in order], dtype=np.float64),
+        widths=np.asarray([widths[i] for i in order], dtype=np.int64),
+        heights=np.asarray([heights[i] for i in order], dtype=np.int64),
+        names=[names[i] for i in order],
+        image_paths=[paths[i] for i in order],
+        distortion=np.asarray([dists[i] for i in order], dtype=np.float64) if any_distortion else None,
     )
-    return cameras, extras
+    return cameras, [extras[i] for i in order]
 
 
 def _intrinsics(cameras: Cameras, i: int) -> dict:

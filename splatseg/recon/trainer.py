@@ -11,6 +11,7 @@ Outputs in OUT (all written atomically):
     recon.json   config, steps, held-out PSNR (dB) / SSIM, PSNR on a sample of training views,
                  Gaussian count, wall-clock and process CPU seconds (summed over resumed runs),
                  and the periodic evaluations ("history")
+    split.json   the train / test split by image name (`splatseg.data.split`), which `train` reads
     ckpt.pt      checkpoint for `--resume` (see recon.checkpoint)
 """
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from splatseg.data.split import SPLIT_NAME, write_split
 from splatseg.io.ply import atomic_write, write_ply
 from splatseg.recon.checkpoint import CHECKPOINT_NAME, fingerprint, load_checkpoint, save_checkpoint
 from splatseg.recon.config import ReconConfig
@@ -187,6 +189,7 @@ def _write_outputs(out: Path, cfg: ReconConfig, params: Params, bg: _Background,
     sh = active_sh_degree(cfg, max(step - 1, 0))
     ply = out / PLY_NAME
     write_ply(ply, splats_from_params(params, sh))
+    write_split(out / SPLIT_NAME, views.cameras.names, views.train, views.test, cfg.test_every)
     report = {
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "steps": step,
@@ -198,6 +201,7 @@ def _write_outputs(out: Path, cfg: ReconConfig, params: Params, bg: _Background,
         "eval_views": final["views"],
         "train_psnr": final["train_psnr"],
         "train_views": len(views.train),
+        "test_views": [views.cameras.names[i] for i in views.test],
         "image_size": list(views.size(views.train[0])),
         "background": [round(float(v), 6) for v in bg.rgb().detach().cpu()],
         "seconds": round(seconds, 2),

@@ -1,8 +1,8 @@
 """Training and held-out views of a scene: cameras at the training resolution and their images.
 
 Images are float32 [H_c, W_c, 3] in [0, 1] at each camera's (downscaled) size, on the training
-device; cameras follow `types.Cameras` (OpenCV, world -> camera). The held-out views are every
-`test_every`-th view in file order (indices 0, k, 2k, ...), as in the reference 3DGS "llffhold".
+device; cameras follow `types.Cameras` (OpenCV, world -> camera). The held-out views follow the one
+split of every stage (`splatseg.data.split`): sorted by image name, every `test_every`-th held out.
 """
 
 from __future__ import annotations
@@ -15,21 +15,13 @@ import torch
 from torch import Tensor
 
 from splatseg.data import Scene, load_scene
+from splatseg.data.split import split_views
 from splatseg.io.images import load_image
 from splatseg.types import Cameras
 
 
 class ReconError(ValueError):
     """Bad input to `splatseg recon` (scene, checkpoint or configuration); one-line message."""
-
-
-def split_indices(num_views: int, test_every: int) -> tuple[list[int], list[int]]:
-    """(train, test) view indices: every `test_every`-th view is held out (none if 0)."""
-    if test_every < 0:
-        raise ReconError(f"test_every must be >= 0, got {test_every}")
-    test = list(range(0, num_views, test_every)) if test_every > 0 else []
-    train = [i for i in range(num_views) if i not in set(test)]
-    return train, test
 
 
 @dataclass
@@ -57,7 +49,7 @@ def load_views(data: Path, downscale: float, test_every: int, device: torch.devi
     cams = scene.cameras
     if len(cams) == 0:
         raise ReconError(f"{data}: the scene has no views")
-    train, test = split_indices(len(cams), test_every)
+    train, test = split_views(cams.names, test_every)
     if not train:
         raise ReconError(
             f"{data}: no training views left ({len(cams)} view(s), every {test_every}th held out); use --test-every 0 or add views"

@@ -60,7 +60,9 @@ class TrainConfig:
     clip_weight: float = 1.0
     """Weight of 1 - cosine between a query's CLIP vector and its matched segment's embedding."""
     holdout_every: int = 0
-    """Hold every n-th view out of training (for evaluation); 0 trains on all views."""
+    """Hold views out of training (for evaluation): views sorted by image name, every n-th
+    (index % n == 0) held out, as recon does; when the splats come from a recon folder its
+    split.json is used instead. 0 trains on all views."""
     fill_unseen_neighbours: int = 8
     """Gaussians no training view sees take the mean score of this many nearest seen ones (0: off)."""
     checkpoint_every: int = 500
@@ -81,11 +83,3 @@ class TrainConfig:
 
     def as_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-
-
-def holdout_split(num_views: int, every: int) -> tuple[list[int], list[int]]:
-    """(train indices, held-out indices): every `every`-th view (starting at every-1) held out."""
-    if every <= 0:
-        return list(range(num_views)), []
-    held = [i for i in range(num_views) if i % every == every - 1]
-    return [i for i in range(num_views) if i not in held], held

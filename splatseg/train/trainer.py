@@ -22,7 +22,8 @@ from splatseg.data import Scene, load_scene
 from splatseg.io.ply import read_ply
 from splatseg.run import RUN_VERSION, RunError, atomic_write_bytes, file_sha256, save_npz, write_json
 from splatseg.segments.cache import read_segments, segments_dir
-from splatseg.train.config import TrainConfig, holdout_split
+from splatseg.data.split import split_for_training
+from splatseg.train.config import TrainConfig
 from splatseg.train.lifting import lift_queries
 from splatseg.train.losses import dice_loss, focal_loss, focal_loss_to_zero, pairwise_cosine_cost, pairwise_dice_cost, pairwise_focal_cost
 from splatseg.train.matching import hungarian
@@ -152,9 +153,11 @@ def train(cfg: TrainConfig) -> Path:
     seg_info = ensure_segments(scene, splats, cfg, seg_dir)
     segments_seconds = time.time() - t0
 
-    train_idx, held_idx = holdout_split(len(scene.cameras), cfg.holdout_every)
+    train_idx, held_idx, split_source = split_for_training(scene.cameras.names, cfg.holdout_every, splats_path)
     if not train_idx:
-        raise ValueError("no training views left after --holdout-every")
+        raise ValueError(f"no training views left after holding out {len(held_idx)} ({split_source}); use --test-every 0 or add views")
+    if held_idx:
+        print(f"split: {len(held_idx)} of {len(scene.cameras)} views held out ({split_source})")
     cams = training_cameras(scene.cameras, cfg.train_max_side)
     params = {k: v.to(device) for k, v in splats.torch_params().items()}
     out = Path(cfg.out)
@@ -230,6 +233,7 @@ def train(cfg: TrainConfig) -> Path:
         **identity,
         "train_views": [cams.names[i] for i in train_idx],
         "heldout_views": [cams.names[i] for i in held_idx],
+        "split_source": split_source,
         "train_resolution": [int(cams.widths[0]), int(cams.heights[0])],
         "segments_model": seg_info["model"],
         "clip_model": seg_info["embedding_model"],
