@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from splatseg.data import load_scene
 from splatseg.data.synthetic import TABLE_ID, load_ground_truth
-from splatseg.io.ply import read_ply
+from splatseg.data.placement import splats_in_world
 from splatseg.metrics import iou
 from splatseg.query import Click, Selection, select_by_clicks
 from splatseg.render import render
@@ -81,7 +81,7 @@ def evaluate_one_click_per_object(scene_dir: Path, run_dir: Path, threshold: flo
     gt = load_ground_truth(scene_dir)
     fld = load_field(run_dir)
     cams = load_scene(scene_dir).cameras
-    params = read_ply(Path(scene_dir) / "splats.ply").torch_params()
+    params = splats_in_world(fld.splats_path, fld.info.get("splats_transform")).torch_params()
     heldout = [cams.names.index(n) for n in fld.info["heldout_views"]]
     train_views = [cams.names.index(n) for n in fld.info["train_views"]]
     gt_maps = {i: gt.view_labels(cams.names[i])[0] for i in range(len(cams))}
@@ -139,7 +139,7 @@ def evaluate_foreground(scene_dir: Path, run_dir: Path, click: Click | None = No
             raise QueryError(f"the ground-truth mask of {cams.names[0]!r} is empty: pass a click")
         click = Click(cams.names[0], *xy)
     sel = select_by_clicks(fld, [click], granularity, threshold)
-    params = read_ply(fld.splats_path).torch_params()
+    params = splats_in_world(fld.splats_path, fld.info.get("splats_transform")).torch_params()
     heldout = set(fld.info.get("heldout_views", []))
     rows = []
     for i, name in enumerate(cams.names):

@@ -17,6 +17,13 @@ class TrainConfig:
     """Run directory to write (see README: run directory). An existing run is resumed when it matches."""
     splats: Path | None = None
     """Trained 3DGS PLY aligned with the scene's cameras (default: DATA/splats.ply)."""
+    splats_transform: Path | None = None
+    """JSON similarity from the splat file's frame to the cameras' (world_from_splats): nerfstudio's
+    dataparser_transforms.json (for ns-export splats; undone as nerfstudio applies it), a 4x4 matrix,
+    or {"rotation", "translation", "scale"}. The run records it; exports still copy the file's rows."""
+    skip_alignment_check: bool = False
+    """Skip comparing renders of the splats with the photos before training (the check refuses
+    splats in another frame in one line, before segments and training start)."""
 
     segments: Path | None = None
     """Folder of 2D segments (<stem>.npz) to read, and to write missing ones into

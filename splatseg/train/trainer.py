@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from splatseg.data import Scene, load_scene
-from splatseg.io.ply import read_ply
+from splatseg.data.placement import place_splats
 from splatseg.run import RUN_VERSION, RunError, atomic_write_bytes, file_sha256, save_npz, write_json
 from splatseg.segments.cache import read_segments, segments_dir
 from splatseg.data.split import split_for_training
@@ -145,24 +145,25 @@ def train(cfg: TrainConfig) -> Path:
     splats_path = cfg.splats_path
     if not Path(splats_path).is_file():
         raise FileNotFoundError(f"splats file {splats_path} not found (pass --splats, or run `splatseg recon` first)")
-    splats: Splats = read_ply(splats_path)
+    train_idx, held_idx, split_source = split_for_training(scene.cameras.names, cfg.holdout_every, splats_path)
+    if not train_idx:
+        raise ValueError(f"no training views left after holding out {len(held_idx)} ({split_source}); use --test-every 0 or add views")
+    if held_idx:
+        print(f"split: {len(held_idx)} of {len(scene.cameras)} views held out ({split_source})")
+    placed = place_splats(splats_path, scene, cfg.splats_transform, check=not cfg.skip_alignment_check, views=train_idx)
+    splats: Splats = placed.splats
     n = len(splats)
     if n == 0:
         raise ValueError(f"{splats_path} has no Gaussians")
     seg_dir = Path(cfg.segments) if cfg.segments is not None else segments_dir(scene.root)
     seg_info = ensure_segments(scene, splats, cfg, seg_dir)
     segments_seconds = time.time() - t0
-
-    train_idx, held_idx, split_source = split_for_training(scene.cameras.names, cfg.holdout_every, splats_path)
-    if not train_idx:
-        raise ValueError(f"no training views left after holding out {len(held_idx)} ({split_source}); use --test-every 0 or add views")
-    if held_idx:
-        print(f"split: {len(held_idx)} of {len(scene.cameras)} views held out ({split_source})")
     cams = training_cameras(scene.cameras, cfg.train_max_side)
     params = {k: v.to(device) for k, v in splats.torch_params().items()}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     identity = _run_identity(cfg, file_sha256(splats_path), n, [cams.names[i] for i in train_idx])
+    identity["splats_transform"] = None if placed.transform is None else placed.transform["world_from_splats"]
 
     views = [load_view(params, cams, i, seg_dir, cfg.min_segment_pixels, cfg.feature_renderer)
              for i in tqdm(train_idx, desc="views", disable=not cfg.progress)]
@@ -234,6 +235,8 @@ def train(cfg: TrainConfig) -> Path:
         "train_views": [cams.names[i] for i in train_idx],
         "heldout_views": [cams.names[i] for i in held_idx],
         "split_source": split_source,
+        "splats_transform": placed.transform,
+        "alignment": placed.alignment,
         "train_resolution": [int(cams.widths[0]), int(cams.heights[0])],
         "segments_model": seg_info["model"],
         "clip_model": seg_info["embedding_model"],

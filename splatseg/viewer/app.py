@@ -40,8 +40,8 @@ import torch
 import viser
 
 from splatseg.data import load_scene
+from splatseg.data.placement import splats_in_world
 from splatseg.export import export_ply
-from splatseg.io.ply import read_ply
 from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, Selection
 from splatseg.run import Field, RunError, load_field
 from splatseg.semantics.clip import SemanticsError
@@ -103,7 +103,7 @@ class ViewerApp:
         self.cfg = cfg
         self.field: Field = load_field(cfg.run)
         self.exports_dir = Path(cfg.run) / "exports"
-        splats = read_ply(self.field.splats_path)
+        splats = splats_in_world(self.field.splats_path, self.field.info.get("splats_transform"))  # the cameras' frame
         if len(splats) != self.field.num_gaussians:
             raise RunError(f"{self.field.splats_path} has {len(splats)} Gaussians but the run was trained on {self.field.num_gaussians}")
         self.arrays = SplatArrays.from_splats(splats)
