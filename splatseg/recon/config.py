@@ -52,6 +52,9 @@ class ReconConfig:
     # --- data --------------------------------------------------------------------------------
     downscale: float = 1.0
     """Divide image width and height by this factor before training (and evaluation)."""
+    undistorted_dir: Path | None = None
+    """Where undistorted copies of the images go when the cameras declare lens distortion
+    (default: OUT/undistorted; reused when the sources are unchanged)."""
     test_every: int = 8
     """Hold out every this-th view (0, 8, 16, ...) for evaluation; 0 trains on all views."""
     background: Literal["learned", "black", "white", "random"] = "learned"
@@ -123,6 +126,11 @@ class ReconConfig:
     """Remove Gaussians larger than this fraction of the extent (after the first opacity reset)."""
     max_gaussians: int = 0
     """Cap on the number of Gaussians (0: no cap); growth keeps the highest-gradient candidates."""
+
+    @property
+    def undistorted_path(self) -> Path:
+        """The folder for undistorted images: --undistorted-dir, or OUT/undistorted."""
+        return Path(self.undistorted_dir) if self.undistorted_dir is not None else Path(self.out) / "undistorted"
 
     @property
     def ssim_weight(self) -> float:

@@ -12,6 +12,7 @@ Outputs in OUT (all written atomically):
                  Gaussian count, wall-clock and process CPU seconds (summed over resumed runs),
                  and the periodic evaluations ("history")
     split.json   the train / test split by image name (`splatseg.data.split`), which `train` reads
+    undistorted/ pinhole copies of the images when the cameras declare distortion (`--undistorted-dir`)
     ckpt.pt      checkpoint for `--resume` (see recon.checkpoint)
 """
 
@@ -202,6 +203,7 @@ def _write_outputs(out: Path, cfg: ReconConfig, params: Params, bg: _Background,
         "train_psnr": final["train_psnr"],
         "train_views": len(views.train),
         "test_views": [views.cameras.names[i] for i in views.test],
+        "undistortion": views.undistortion,
         "image_size": list(views.size(views.train[0])),
         "background": [round(float(v), 6) for v in bg.rgb().detach().cpu()],
         "seconds": round(seconds, 2),
@@ -226,7 +228,7 @@ def run_recon(cfg: ReconConfig) -> Path:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     data, out = Path(cfg.data), Path(cfg.out)
-    views = load_views(data, cfg.downscale, cfg.test_every, device)
+    views = load_views(data, cfg.downscale, cfg.test_every, device, cfg.undistorted_path, progress=cfg.progress)
     extent = scene_extent(views.cameras.subset(views.train))
     expected = fingerprint(views.cameras, views.train, views.test, cfg.sh_degree, cfg.background)
     ckpt_path = out / CHECKPOINT_NAME

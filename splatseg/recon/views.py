@@ -7,7 +7,7 @@ split of every stage (`splatseg.data.split`): sorted by image name, every `test_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from torch import Tensor
 
 from splatseg.data import Scene, load_scene
 from splatseg.data.split import split_views
+from splatseg.data.undistort import needs_undistortion, undistort_scene
 from splatseg.io.images import load_image
 from splatseg.types import Cameras
 
@@ -33,6 +34,7 @@ class Views:
     Ks: Tensor  # [C, 3, 3] float32, on the device
     train: list[int]
     test: list[int]
+    undistortion: dict | None = None  # `undistort_scene`'s record when the scene declared distortion
 
     def size(self, i: int) -> tuple[int, int]:
         """(width, height) of view i."""
@@ -42,10 +44,20 @@ class Views:
         return [self.images[i].cpu().numpy() for i in indices]
 
 
-def load_views(data: Path, downscale: float, test_every: int, device: torch.device) -> Views:
-    """Load the scene at 1/downscale resolution and split it; ReconError if nothing is left to
-    train on (the loaders raise their own one-line errors for malformed scenes)."""
-    scene = load_scene(data, downscale=downscale)
+def load_views(data: Path, downscale: float, test_every: int, device: torch.device, undistorted_dir: Path | None = None,
+               progress: bool = True) -> Views:
+    """Load the scene (distorted views undistorted into `undistorted_dir`), at 1/downscale
+    resolution, and split it; ReconError if nothing is left to train on (the loaders raise their own
+    one-line errors for malformed scenes)."""
+    scene = load_scene(data)
+    if undistorted_dir is not None:
+        scene, undistortion = undistort_scene(scene, undistorted_dir, progress=progress)
+    elif needs_undistortion(scene.cameras).any():
+        raise ReconError(f"{data}: the cameras declare lens distortion; give a folder for the undistorted images")
+    else:
+        undistortion = None
+    if downscale != 1.0:
+        scene = replace(scene, cameras=scene.cameras.downscaled(downscale))
     cams = scene.cameras
     if len(cams) == 0:
         raise ReconError(f"{data}: the scene has no views")
@@ -67,6 +79,7 @@ def load_views(data: Path, downscale: float, test_every: int, device: torch.devi
         Ks=torch.from_numpy(cams.Ks).float().to(device),
         train=train,
         test=test,
+        undistortion=undistortion,
     )
 
 

@@ -25,6 +25,10 @@ class TrainConfig:
     """Skip comparing renders of the splats with the photos before training (the check refuses
     splats in another frame in one line, before segments and training start)."""
 
+    undistorted_dir: Path | None = None
+    """Where undistorted copies of the images go when the cameras declare lens distortion
+    (default: OUT/undistorted; reused when the sources are unchanged)."""
+
     segments: Path | None = None
     """Folder of 2D segments (<stem>.npz) to read, and to write missing ones into
     (default: DATA/segments; point it elsewhere when DATA is read-only)."""
