@@ -12,37 +12,37 @@ from typing import Annotated, Union
 import tyro
 
 from splatseg.demo import DemoConfig
-from splatseg.recon.config import ReconConfig, preset
+from splatseg.presets import preparse
+from splatseg.recon.config import ReconConfig, recon_defaults
 from splatseg.segment import ExportAllConfig, SegmentConfig
-from splatseg.train.config import TrainConfig
+from splatseg.train.config import TrainConfig, train_defaults
 from splatseg.viewer.config import ViewerConfig
 
 
-def command_type(recon_default: ReconConfig | None = None):
-    """The tyro union of subcommands; `recon`'s flags default to `recon_default` (a preset)."""
-    recon = tyro.conf.subcommand("recon", description=ReconConfig.__doc__, default=recon_default or preset("cpu"))
+def command_type(recon_default: ReconConfig | None = None, train_default: TrainConfig | None = None):
+    """The tyro union of subcommands; `recon` and `train` flags default to the given instances
+    (their preset and config file, resolved by `command_defaults`)."""
+    recon = tyro.conf.subcommand("recon", description=ReconConfig.__doc__, default=recon_default or recon_defaults("cpu"))
+    train = tyro.conf.subcommand("train", description=TrainConfig.__doc__, default=train_default or train_defaults("cpu"))
     return Union[
         Annotated[DemoConfig, tyro.conf.subcommand("demo", description=DemoConfig.__doc__)],
         Annotated[ReconConfig, recon],
-        Annotated[TrainConfig, tyro.conf.subcommand("train", description=TrainConfig.__doc__)],
+        Annotated[TrainConfig, train],
         Annotated[SegmentConfig, tyro.conf.subcommand("segment", description=SegmentConfig.__doc__)],
         Annotated[ExportAllConfig, tyro.conf.subcommand("export-all", description=ExportAllConfig.__doc__)],
         Annotated[ViewerConfig, tyro.conf.subcommand("view", description=ViewerConfig.__doc__)],
     ]
 
 
-def recon_preset_name(args: list[str]) -> str | None:
-    """The value of `--preset` in a `recon` command line ("auto" when absent), None for other
-    commands. Read before parsing because the preset sets the defaults of every other flag."""
-    if not args or args[0] != "recon":
-        return None
-    name = "auto"
-    for i, arg in enumerate(args):
-        if arg == "--preset" and i + 1 < len(args):
-            name = args[i + 1]
-        elif arg.startswith("--preset="):
-            name = arg.split("=", 1)[1]
-    return name
+def command_defaults(args: list[str]) -> dict:
+    """{"recon_default" | "train_default": instance} for a recon / train command line: its
+    --preset and --config (pre-parsed) applied, so tyro's flags and --help start from them."""
+    if not args or args[0] not in ("recon", "train"):
+        return {}
+    config, preset_name = preparse(args[1:])
+    if args[0] == "recon":
+        return {"recon_default": recon_defaults(preset_name, config)}
+    return {"train_default": train_defaults(preset_name, config)}
 
 
 def dispatch(cmd) -> None:
@@ -78,17 +78,14 @@ def dispatch(cmd) -> None:
 
 def main(args: list[str] | None = None) -> int:
     args = sys.argv[1:] if args is None else list(args)
-    name = recon_preset_name(args)
-    recon_default = None
-    if name is not None:
-        try:
-            recon_default = preset(name)
-        except ValueError as e:
-            print(f"splatseg: error: {e}", file=sys.stderr)
-            return 2
-    cmd = tyro.cli(command_type(recon_default), args=args, prog="splatseg")
-    if isinstance(cmd, ReconConfig) and recon_default is not None:
-        cmd = replace(cmd, preset=recon_default.preset)  # "auto" recorded as what it resolved to
+    try:
+        defaults = command_defaults(args)
+    except ValueError as e:  # unknown preset, bad config file or key
+        print(f"splatseg: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    cmd = tyro.cli(command_type(**defaults), args=args, prog="splatseg")
+    for default in defaults.values():  # the preset as resolved ("auto" -> cpu/gpu), the config file as read
+        cmd = replace(cmd, preset=default.preset, config=default.config)
     try:
         dispatch(cmd)
     except KeyboardInterrupt:

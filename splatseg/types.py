@@ -200,7 +200,7 @@ class Cameras:
 
 @dataclass
 class Segments:
-    """Multi-level 2D segments of one image (FORMATS.md, `segments/<stem>.npz`).
+    """Multi-level 2D segments of one image (docs/FORMATS.md, `segments/<stem>.npz`).
 
     Attributes:
         segmaps: int32 [L, H, W]; level 0 coarsest (whole objects); values index this image's

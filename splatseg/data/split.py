@@ -1,4 +1,4 @@
-"""The one train / test split of every stage (FORMATS.md, "Train / test split").
+"""The one train / test split of every stage (docs/FORMATS.md, "Train / test split").
 
 Rule: views sorted by image name (stem); when a split is asked for, every `test_every`-th of them
 (sorted index % test_every == 0) is held out. This is the INRIA 3DGS "llffhold" and gsplat

@@ -13,6 +13,7 @@ Outputs in OUT (all written atomically):
                  and the periodic evaluations ("history")
     split.json   the train / test split by image name (`splatseg.data.split`), which `train` reads
     undistorted/ pinhole copies of the images when the cameras declare distortion (`--undistorted-dir`)
+    config.yml   the resolved configuration (a valid --config file)
     ckpt.pt      checkpoint for `--resume` (see recon.checkpoint)
 """
 
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from splatseg.data.split import SPLIT_NAME, write_split
 from splatseg.io.ply import atomic_write, write_ply
+from splatseg.presets import write_config_yml
 from splatseg.recon.checkpoint import CHECKPOINT_NAME, fingerprint, load_checkpoint, save_checkpoint
 from splatseg.recon.config import ReconConfig
 from splatseg.recon.densify import Densifier, GsplatDefault, Params, num_gaussians
@@ -259,6 +261,7 @@ def run_recon(cfg: ReconConfig) -> Path:
         optimizers = make_optimizers(params, cfg, extent)
         start, history, seconds_before, cpu_before = 0, [], 0.0, 0.0
     out.mkdir(parents=True, exist_ok=True)
+    write_config_yml(out, cfg, "recon")
 
     def elapsed() -> float:
         return seconds_before + time.perf_counter() - started

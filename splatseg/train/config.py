@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
+
+from splatseg.presets import apply_config_file, preset_path, read_config_file
 
 
 @dataclass
@@ -15,6 +19,13 @@ class TrainConfig:
     """Scene directory (transforms.json or COLMAP sparse/0 + images/)."""
     out: Path
     """Run directory to write (see README: run directory). An existing run is resumed when it matches."""
+    preset: str = "none"
+    """Starting values of the other flags, from configs/train/NAME.yml: "cpu" (the built-in
+    defaults), "gpu" (gsplat feature maps, more steps and pixels), "quality" (more steps on larger
+    maps, any device), or "auto" ("gpu" when CUDA is available, else "cpu"; the command line's
+    default). --config and flags override it. ("none": built in Python without `train_defaults`.)"""
+    config: Path | None = None
+    """A YAML file of settings (e.g. a run's config.yml) applied over the preset; flags override it."""
     splats: Path | None = None
     """Trained 3DGS PLY aligned with the scene's cameras (default: DATA/splats.ply)."""
     splats_transform: Path | None = None
@@ -52,7 +63,7 @@ class TrainConfig:
     """D: feature channels per Gaussian."""
     num_queries: int = 128
     """K: learned queries; must comfortably exceed the segments per view."""
-    iterations: int = 800
+    iterations: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 800
     """Optimisation steps (one view each)."""
     lr: float = 0.01
     """Adam learning rate (decays exponentially to lr * lr_final_ratio)."""
@@ -70,13 +81,13 @@ class TrainConfig:
     """Weight of the Dice loss on matched masks."""
     clip_weight: float = 1.0
     """Weight of 1 - cosine between a query's CLIP vector and its matched segment's embedding."""
-    holdout_every: int = 0
+    holdout_every: Annotated[int, tyro.conf.arg(aliases=("--test-every",))] = 0
     """Hold views out of training (for evaluation): views sorted by image name, every n-th
     (index % n == 0) held out, as recon does; when the splats come from a recon folder its
     split.json is used instead. 0 trains on all views."""
     fill_unseen_neighbours: int = 8
     """Gaussians no training view sees take the mean score of this many nearest seen ones (0: off)."""
-    checkpoint_every: int = 500
+    checkpoint_every: Annotated[int, tyro.conf.arg(aliases=("--ckpt-every",))] = 500
     """Steps between checkpoints (ckpt.pt) for resuming."""
     seed: int = 0
     """Random seed for initialisation and view order."""
@@ -94,3 +105,31 @@ class TrainConfig:
 
     def as_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def resolve_train_preset(name: str) -> str:
+    """A shipped train preset's name; "auto" is "gpu" with CUDA, else "cpu"; "none" (the built-in
+    defaults, what a run built in Python records) stays. ValueError for an unknown name."""
+    if name == "none":
+        return name
+    if name == "auto":
+        import torch
+
+        name = "gpu" if torch.cuda.is_available() else "cpu"
+    preset_path("train", name)
+    return name
+
+
+def train_defaults(preset_name: str | None = None, config: Path | None = None) -> TrainConfig:
+    """What `splatseg train` starts from before its flags: the built-in defaults with the preset
+    (`preset_name`, else the config file's own `preset`, else "auto") and then the config file applied
+    (data and out stay required unless the file sets them)."""
+    values = read_config_file(config, TrainConfig, "train") if config is not None else {}
+    name = resolve_train_preset(preset_name or values.pop("preset", None) or "auto")
+    values.pop("preset", None)
+    values.pop("config", None)
+    base = TrainConfig(data=tyro.MISSING, out=tyro.MISSING)
+    if name != "none":
+        base = apply_config_file(base, preset_path("train", name), "train")
+    return replace(base, **values, preset=name, config=config)
+

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from splatseg.data import Scene, load_scene
 from splatseg.data.placement import place_splats
+from splatseg.presets import write_config_yml
 from splatseg.run import RUN_VERSION, RunError, atomic_write_bytes, file_sha256, save_npz, write_json
 from splatseg.segments.cache import read_segments, segments_dir
 from splatseg.data.split import split_for_training
@@ -165,6 +166,7 @@ def train(cfg: TrainConfig) -> Path:
     params = {k: v.to(device) for k, v in splats.torch_params().items()}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    write_config_yml(out, cfg, "train")
     identity = _run_identity(cfg, file_sha256(splats_path), n, [cams.names[i] for i in train_idx])
     identity["splats_transform"] = None if placed.transform is None else placed.transform["world_from_splats"]
 
