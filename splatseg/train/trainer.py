@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 from splatseg.data import Scene, load_scene
 from splatseg.data.placement import place_splats
+from splatseg.data.split import split_for_training
+from splatseg.data.undistort import CACHE_NAME, undistort_scene
 from splatseg.presets import write_config_yml
 from splatseg.run import RUN_VERSION, RunError, atomic_write_bytes, file_sha256, save_npz, write_json
 from splatseg.segments.cache import read_segments, segments_dir
-from splatseg.data.split import split_for_training
-from splatseg.data.undistort import CACHE_NAME, undistort_scene
 from splatseg.train.config import TrainConfig
 from splatseg.train.lifting import lift_queries
 from splatseg.train.losses import dice_loss, focal_loss, focal_loss_to_zero, pairwise_cosine_cost, pairwise_dice_cost, pairwise_focal_cost
@@ -144,11 +144,11 @@ def train(cfg: TrainConfig) -> Path:
     t0 = time.time()
     device = resolve_device(cfg.device)
     scene: Scene = load_scene(cfg.data)
-    undistorted = Path(cfg.undistorted_dir) if cfg.undistorted_dir is not None else Path(cfg.out) / CACHE_NAME
-    scene, undistortion = undistort_scene(scene, undistorted, progress=cfg.progress)  # pinhole from here on
     splats_path = cfg.splats_path
     if not Path(splats_path).is_file():
         raise FileNotFoundError(f"splats file {splats_path} not found (pass --splats, or run `splatseg recon` first)")
+    undistorted = Path(cfg.undistorted_dir) if cfg.undistorted_dir is not None else Path(cfg.out) / CACHE_NAME
+    scene, undistortion = undistort_scene(scene, undistorted, progress=cfg.progress)  # pinhole from here on
     train_idx, held_idx, split_source = split_for_training(scene.cameras.names, cfg.holdout_every, splats_path)
     if not train_idx:
         raise ValueError(f"no training views left after holding out {len(held_idx)} ({split_source}); use --test-every 0 or add views")
