@@ -124,15 +124,27 @@ def evaluate_foreground(scene_dir: Path, run_dir: Path, click: Click | None = No
     from splatseg.metrics import accuracy, boundary_iou
     from splatseg.query import QueryError
 
+    from splatseg.data.undistort import cache_entries, photo_pixels_to_run, undistort_mask
+
     scene = load_scene(scene_dir)
-    cams = scene.cameras
+    fld = load_field(run_dir)
+    undistortion = fld.info.get("undistortion")
+    entries = cache_entries(undistortion["cache"]) if undistortion else {}
+    photo_cams = scene.cameras  # the masks are drawn on the photos as stored
     masks = []
     for i, extra in enumerate(scene.frame_extras):
         rel = extra.get("gt_mask_path")
         if rel is None:
-            raise ValueError(f"frame {cams.names[i]!r} of {scene_dir} has no gt_mask_path")
-        masks.append(load_mask(Path(scene.root) / rel, size=(int(cams.widths[i]), int(cams.heights[i]))))
-    fld = load_field(run_dir)
+            raise ValueError(f"frame {photo_cams.names[i]!r} of {scene_dir} has no gt_mask_path")
+        mask = load_mask(Path(scene.root) / rel, size=(int(photo_cams.widths[i]), int(photo_cams.heights[i])))
+        masks.append(undistort_mask(mask, entries.get(photo_cams.names[i])))
+    if undistortion:  # the run's pinhole views, from its cache
+        from splatseg.data.undistort import undistort_scene
+
+        scene, _ = undistort_scene(scene, undistortion["cache"], progress=False, log=lambda _: None)
+        if click is not None:
+            click = Click(*photo_pixels_to_run(undistortion, [(click.stem, click.x, click.y)])[0], click.positive)
+    cams = scene.cameras
     if click is None:
         xy = choose_click(masks[0].astype(np.int32), 1)
         if xy is None:

@@ -17,7 +17,7 @@ from scipy.spatial.transform import Rotation
 
 from splatseg.data import load_scene
 from splatseg.data.transforms_json import write_transforms_json
-from splatseg.data.undistort import undistort_scene
+from splatseg.data.undistort import cache_entries, photo_pixels_to_run, undistort_mask, undistort_scene
 from splatseg.io.images import load_image
 from splatseg.io.ply import read_ply
 from splatseg.render import render
@@ -41,18 +41,8 @@ def distort_points(x: np.ndarray, y: np.ndarray, k1, k2, p1, p2):
     return (x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x), y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y)
 
 
-def distorted_photo(splats, cams: Cameras, i: int, coeffs) -> np.ndarray:
-    """uint8 [H, W, 3]: what a camera with these distortion coefficients photographs. Each distorted
-    pixel centre is undistorted by Newton's method on the forward model, then the padded pinhole
-    render is sampled there (bilinear)."""
-    K = cams.Ks[i]
-    w, h = int(cams.widths[i]), int(cams.heights[i])
-    big = K.copy()
-    big[0, 2] += PAD
-    big[1, 2] += PAD
-    pinhole = render_pinhole(splats, cams, i, big, w + 2 * PAD, h + 2 * PAD)
-    v, u = np.mgrid[0:h, 0:w] + 0.5
-    xd, yd = (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
+def undistort_points(xd: np.ndarray, yd: np.ndarray, coeffs) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised pinhole coordinates whose distortion is (xd, yd): Newton's method on the forward model."""
     x, y = xd.copy(), yd.copy()
     for _ in range(30):  # Newton with a numerical Jacobian
         fx, fy = distort_points(x, y, *coeffs)
@@ -64,6 +54,20 @@ def distorted_photo(splats, cams: Cameras, i: int, coeffs) -> np.ndarray:
         rx, ry = fx - xd, fy - yd
         x, y = x - (j22 * rx - j12 * ry) / det, y - (-j21 * rx + j11 * ry) / det
     assert np.abs(np.stack(distort_points(x, y, *coeffs)) - np.stack([xd, yd])).max() < 1e-9
+    return x, y
+
+
+def distorted_photo(splats, cams: Cameras, i: int, coeffs) -> np.ndarray:
+    """uint8 [H, W, 3]: what a camera with these distortion coefficients photographs. Each distorted
+    pixel centre is undistorted (Newton), then the padded pinhole render is sampled there (bilinear)."""
+    K = cams.Ks[i]
+    w, h = int(cams.widths[i]), int(cams.heights[i])
+    big = K.copy()
+    big[0, 2] += PAD
+    big[1, 2] += PAD
+    pinhole = render_pinhole(splats, cams, i, big, w + 2 * PAD, h + 2 * PAD)
+    v, u = np.mgrid[0:h, 0:w] + 0.5
+    x, y = undistort_points((u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], coeffs)
     col = x * K[0, 0] + K[0, 2] + PAD - 0.5  # array coordinates of the pinhole render
     row = y * K[1, 1] + K[1, 2] + PAD - 0.5
     assert col.min() >= 0 and row.min() >= 0 and col.max() <= w + 2 * PAD - 1 and row.max() <= h + 2 * PAD - 1
@@ -151,6 +155,27 @@ def test_undistorted_images_put_every_dot_where_the_pinhole_camera_projects_it(t
     errors = dot_errors(splats, scene.cameras)
     assert len(errors) > 300 and np.percentile(errors, 95) < 0.3 and errors.max() < 0.5, (np.percentile(errors, 95), errors.max())
     assert np.percentile(ignored, 95) > 1.0, np.percentile(ignored, 95)  # (the 5x5 window caps what it can see)
+
+    # a click on the user's (distorted) photo lands on the same ray in the undistorted image
+    entries = cache_entries(tmp_path / "cache")
+    cam = loaded.viewmats[0] @ np.c_[splats.means, np.ones(len(splats))].T
+    x, y = cam[0] / cam[2], cam[1] / cam[2]
+    inside = (np.abs(x) < 0.5) & (np.abs(y) < 0.4)
+    xd, yd = distort_points(x[inside], y[inside], *coeffs)
+    K, K2 = loaded.Ks[0], scene.cameras.Ks[0]
+    record = {"cache": str(tmp_path / "cache")}
+    mapped = photo_pixels_to_run(record, [(loaded.names[0], u, v) for u, v in zip(K[0, 0] * xd + K[0, 2], K[1, 1] * yd + K[1, 2])])
+    expected = np.stack([K2[0, 0] * x[inside] + K2[0, 2], K2[1, 1] * y[inside] + K2[1, 2]], 1)
+    np.testing.assert_allclose(np.array([m[1:] for m in mapped]), expected, atol=1e-4)
+    # and a mask drawn on the photo (a disc in pinhole terms, off centre) becomes the undistorted image's
+    disc = lambda x, y: (x - 0.2) ** 2 + (y + 0.1) ** 2 < 0.25 ** 2  # noqa: E731
+    v, u = np.mgrid[0:90, 0:120] + 0.5
+    drawn = disc(*undistort_points((u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], coeffs))
+    warped = undistort_mask(drawn, entries[loaded.names[0]])
+    h2, w2 = int(scene.cameras.heights[0]), int(scene.cameras.widths[0])
+    v, u = np.mgrid[0:h2, 0:w2] + 0.5
+    truth = disc((u - K2[0, 2]) / K2[0, 0], (v - K2[1, 2]) / K2[1, 1])
+    assert warped.shape == truth.shape and (warped & truth).sum() / (warped | truth).sum() > 0.97
 
 
 def test_recon_and_train_undistort_and_say_so(tiny_scene, tmp_path, capsys):

@@ -7,8 +7,9 @@ splatseg renders pinhole cameras, so a scene whose cameras declare distortion (t
 point centred) into a cache directory and returns the scene with those images and the new pinhole
 intrinsics. Views without distortion keep their files.
 
-Everything downstream sees only the pinhole views: segments, training, the run's feature maps, and
-so click coordinates (`segment --click STEM X Y` takes pixels of the undistorted image in the cache).
+Everything downstream sees only the pinhole views: segments, training, the run's feature maps.
+`segment --click STEM X Y` keeps taking pixels of the user's own (distorted) photo: `undistorted_pixel`
+maps them through the cache's cameras; the evaluation undistorts ground-truth masks with `undistort_mask`.
 
 Cache layout (DIR, by default inside the output: RUN/undistorted or RECON/undistorted):
     images/<stem>.png    undistorted image of each distorted view
@@ -30,7 +31,9 @@ from splatseg.io.atomic import atomic_write
 from splatseg.io.images import load_image, save_image
 from splatseg.types import Cameras
 
-__all__ = ["needs_undistortion", "colmap_camera", "undistort_scene", "MANIFEST_NAME", "CACHE_NAME"]
+__all__ = ["needs_undistortion", "colmap_camera", "undistort_scene", "cache_entries", "undistorted_pixel", "undistort_mask",
+           "photo_pixels_to_run",
+           "MANIFEST_NAME", "CACHE_NAME"]
 
 MANIFEST_NAME = "undistorted.json"
 CACHE_NAME = "undistorted"
@@ -128,7 +131,55 @@ def undistort_scene(scene: Scene, cache_dir: str | Path, progress: bool = True, 
               "example": {"view": cams.names[todo[0]], "distorted": first["distorted"], "pinhole": first["pinhole"]}}
     d, p = first["distorted"], first["pinhole"]
     log(f"undistorted {len(todo)} of {len(cams)} views ({d['model']} distortion; {written} written, "
-        f"{len(todo) - written} reused) into {cache_dir}: pinhole {p['width']}x{p['height']} from {d['width']}x{d['height']}; "
-        "click coordinates refer to these images")
+        f"{len(todo) - written} reused) into {cache_dir}: pinhole {p['width']}x{p['height']} from {d['width']}x{d['height']}")
     cameras = replace(cams, Ks=Ks, widths=widths, heights=heights, image_paths=paths, distortion=None)
     return replace(scene, cameras=cameras), record
+
+
+# ------------------------------------------------------------------ using a cache after the run
+
+
+def _pycolmap_camera(record: dict):
+    import pycolmap
+
+    return pycolmap.Camera(model=record["model"], width=record["width"], height=record["height"], params=record["params"])
+
+
+def cache_entries(cache_dir: str | Path) -> dict:
+    """stem -> manifest entry ({"distorted", "pinhole", ...}) of an undistortion cache ({} if none)."""
+    return _read_manifest(Path(cache_dir) / MANIFEST_NAME)
+
+
+def undistorted_pixel(entry: dict | None, x: float, y: float) -> tuple[float, float]:
+    """Pixel (x, y) of the original (distorted) photo -> the same ray's pixel in its undistorted copy
+    (`entry`: the view's cache entry; None: the view was not undistorted, unchanged)."""
+    if entry is None:
+        return float(x), float(y)
+    normalised = _pycolmap_camera(entry["distorted"]).cam_from_img(np.array([[x, y]], dtype=np.float64))[0]
+    fx, fy, cx, cy = entry["pinhole"]["params"]
+    return float(fx * normalised[0] + cx), float(fy * normalised[1] + cy)
+
+
+def undistort_mask(mask: np.ndarray, entry: dict | None) -> np.ndarray:
+    """bool [H, W] mask of the original photo -> bool mask of its undistorted copy (same warp as the
+    image; a pixel is in when over half of it was)."""
+    if entry is None:
+        return mask
+    import pycolmap
+
+    grey = np.repeat((np.asarray(mask, bool).astype(np.uint8) * 255)[..., None], 3, axis=2)
+    bitmap, _ = pycolmap.undistort_image(pycolmap.UndistortCameraOptions(), pycolmap.Bitmap.from_array(grey),
+                                         _pycolmap_camera(entry["distorted"]))
+    return bitmap.to_array()[..., 0] > 127
+
+
+def photo_pixels_to_run(undistortion: dict | None, points: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """(stem, x, y) pixels of the user's photos -> pixels of the images a run was trained on.
+    `undistortion`: the run's record (run.json "undistortion"); None leaves the points as they are.
+    SceneError when the run's cache is gone (its cameras are needed)."""
+    if not undistortion:
+        return list(points)
+    entries = cache_entries(undistortion["cache"])
+    if not entries:
+        raise SceneError(f"the run's undistortion cache {undistortion['cache']} is missing: rerun train to rebuild it")
+    return [(stem, *undistorted_pixel(entries.get(stem), x, y)) for stem, x, y in points]
