@@ -205,3 +205,15 @@ def test_recon_and_train_undistort_and_say_so(tiny_scene, tmp_path, capsys):
     Image.fromarray(load_image(photo)[::-1].copy()).save(photo)
     _, record = undistort_scene(load_scene(scene_dir), tmp_path / "recon" / "undistorted", progress=False, log=lambda _: None)
     assert record["written"] == 1 and record["reused"] == 5
+
+
+def test_k3_reaches_the_undistorter_as_full_opencv(tmp_path):
+    from splatseg.data.undistort import colmap_camera
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    frame = {"file_path": "a.png", "transform_matrix": np.eye(4).tolist()}
+    (tmp_path / "transforms.json").write_text(json.dumps({"fl_x": 50, "w": 40, "h": 30, "k1": 0.1, "k3": -0.02, "frames": [frame]}))
+    cams = load_scene(tmp_path).cameras
+    np.testing.assert_allclose(cams.distortion, [[0.1, 0, 0, 0, -0.02]])
+    camera = colmap_camera(cams, 0)
+    assert camera.model.name == "FULL_OPENCV" and list(camera.params)[4:9] == pytest.approx([0.1, 0, 0, 0, -0.02])
