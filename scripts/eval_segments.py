@@ -52,6 +52,8 @@ class Args:
     per-frame gt_mask_path foreground masks."""
     splats: Path | None = None
     """Splat PLY for the geometry; default <scene>/splats.ply when it exists, else colour only."""
+    splats_transform: Path | None = None
+    """world_from_splats JSON for splats in another frame (as `train --splats-transform`)."""
     colour_only: bool = False
     """Ignore the splats: colour-only segments (model felzenszwalb-rgb-v*)."""
     every: int = 1
@@ -153,7 +155,7 @@ def main(args: Args) -> dict:
     torch.set_num_threads(max(1, args.threads))
     from splatseg.data import load_scene
     from splatseg.io.images import load_image
-    from splatseg.io.formats import read_splats
+    from splatseg.data.placement import place_splats
 
     scene = load_scene(args.scene)
     truth = Truth(Path(args.scene), scene)
@@ -163,7 +165,7 @@ def main(args: Args) -> dict:
     splats_path = args.splats or scene.splats_path
     params = None
     if not args.colour_only and splats_path is not None and Path(splats_path).is_file():
-        params = read_splats(splats_path).torch_params()
+        params = place_splats(splats_path, scene, args.splats_transform, check=False, log=lambda _: None).splats.torch_params()
     source = FelzenszwalbSource(args.segments)
     views = list(range(0, len(cams), max(1, args.every)))
     if args.max_views > 0:

@@ -16,22 +16,24 @@ from typing import Annotated, Union
 import tyro
 
 from splatseg import errors
-
 from splatseg.demo import DemoConfig
 from splatseg.info import InfoConfig
-from splatseg.recon.config import ReconConfig, preset
+from splatseg.presets import preparse
+from splatseg.recon.config import ReconConfig, recon_defaults
 from splatseg.segment import ExportAllConfig, SegmentConfig
-from splatseg.train.config import TrainConfig
+from splatseg.train.config import TrainConfig, train_defaults
 from splatseg.viewer.config import ViewerConfig
 
 
-def command_type(recon_default: ReconConfig | None = None):
-    """The tyro union of subcommands; `recon`'s flags default to `recon_default` (a preset)."""
-    recon = tyro.conf.subcommand("recon", description=ReconConfig.__doc__, default=recon_default or preset("cpu"))
+def command_type(recon_default: ReconConfig | None = None, train_default: TrainConfig | None = None):
+    """The tyro union of subcommands; `recon` and `train` flags default to the given instances
+    (their preset and config file, resolved by `command_defaults`)."""
+    recon = tyro.conf.subcommand("recon", description=ReconConfig.__doc__, default=recon_default or recon_defaults("cpu"))
+    train = tyro.conf.subcommand("train", description=TrainConfig.__doc__, default=train_default or train_defaults("cpu"))
     return Union[
         Annotated[DemoConfig, tyro.conf.subcommand("demo", description=DemoConfig.__doc__)],
         Annotated[ReconConfig, recon],
-        Annotated[TrainConfig, tyro.conf.subcommand("train", description=TrainConfig.__doc__)],
+        Annotated[TrainConfig, train],
         Annotated[SegmentConfig, tyro.conf.subcommand("segment", description=SegmentConfig.__doc__)],
         Annotated[ExportAllConfig, tyro.conf.subcommand("export-all", description=ExportAllConfig.__doc__)],
         Annotated[ViewerConfig, tyro.conf.subcommand("view", description=ViewerConfig.__doc__)],
@@ -39,18 +41,15 @@ def command_type(recon_default: ReconConfig | None = None):
     ]
 
 
-def recon_preset_name(args: list[str]) -> str | None:
-    """The value of `--preset` in a `recon` command line ("auto" when absent), None for other
-    commands. Read before parsing because the preset sets the defaults of every other flag."""
-    if not args or args[0] != "recon":
-        return None
-    name = "auto"
-    for i, arg in enumerate(args):
-        if arg == "--preset" and i + 1 < len(args):
-            name = args[i + 1]
-        elif arg.startswith("--preset="):
-            name = arg.split("=", 1)[1]
-    return name
+def command_defaults(args: list[str]) -> dict:
+    """{"recon_default" | "train_default": instance} for a recon / train command line: its
+    --preset and --config (pre-parsed) applied, so tyro's flags and --help start from them."""
+    if not args or args[0] not in ("recon", "train"):
+        return {}
+    config, preset_name = preparse(args[1:])
+    if args[0] == "recon":
+        return {"recon_default": recon_defaults(preset_name, config)}
+    return {"train_default": train_defaults(preset_name, config)}
 
 
 def dispatch(cmd) -> None:
@@ -97,13 +96,13 @@ DESCRIPTION = ("Make 3D Gaussian splatting scenes selectable. Errors print one l
                "add --debug anywhere, or set SPLATSEG_DEBUG=1, for a traceback.")
 
 
-def parse(args: list[str], recon_default: ReconConfig | None):
+def parse(args: list[str], defaults: dict):
     """tyro's parse of `args`; a parse error is re-raised as one-line ValueError (tyro draws a box
     of many lines on stderr, captured here), `--help` prints and exits as tyro does."""
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            cmd = tyro.cli(command_type(recon_default), args=args, prog="splatseg", description=DESCRIPTION)
+            cmd = tyro.cli(command_type(**defaults), args=args, prog="splatseg", description=DESCRIPTION)
     except SystemExit as e:
         if e.code not in (0, None):
             raise ValueError(errors.parse_error_line(captured.getvalue())) from None
@@ -120,11 +119,10 @@ def main(args: list[str] | None = None) -> int:
         empty = errors.empty_value_error(args)
         if empty is not None:
             raise ValueError(empty)
-        name = recon_preset_name(args)
-        recon_default = preset(name) if name is not None else None
-        cmd = parse(args, recon_default)
-        if isinstance(cmd, ReconConfig) and recon_default is not None:
-            cmd = replace(cmd, preset=recon_default.preset)  # "auto" recorded as what it resolved to
+        defaults = command_defaults(args)  # --preset / --config of recon and train; a bad one is one line
+        cmd = parse(args, defaults)
+        for default in defaults.values():  # the preset as resolved ("auto" -> cpu/gpu), the config file as read
+            cmd = replace(cmd, preset=default.preset, config=default.config)
         dispatch(cmd)
     except KeyboardInterrupt:
         print("splatseg: interrupted", file=sys.stderr)

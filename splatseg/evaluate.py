@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from splatseg.data import load_scene
 from splatseg.data.synthetic import TABLE_ID, load_ground_truth
-from splatseg.io.formats import read_splats
+from splatseg.data.placement import splats_in_world
 from splatseg.metrics import iou
 from splatseg.query import Click, Selection, select_by_clicks
 from splatseg.render import render
@@ -81,7 +81,7 @@ def evaluate_one_click_per_object(scene_dir: Path, run_dir: Path, threshold: flo
     gt = load_ground_truth(scene_dir)
     fld = load_field(run_dir)
     cams = load_scene(scene_dir).cameras
-    params = read_splats(Path(scene_dir) / "splats.ply").torch_params()
+    params = splats_in_world(fld.splats_path, fld.info.get("splats_transform")).torch_params()
     heldout = [cams.names.index(n) for n in fld.info["heldout_views"]]
     train_views = [cams.names.index(n) for n in fld.info["train_views"]]
     gt_maps = {i: gt.view_labels(cams.names[i])[0] for i in range(len(cams))}
@@ -124,22 +124,34 @@ def evaluate_foreground(scene_dir: Path, run_dir: Path, click: Click | None = No
     from splatseg.metrics import accuracy, boundary_iou
     from splatseg.query import QueryError
 
+    from splatseg.data.undistort import cache_entries, photo_pixels_to_run, undistort_mask
+
     scene = load_scene(scene_dir)
-    cams = scene.cameras
+    fld = load_field(run_dir)
+    undistortion = fld.info.get("undistortion")
+    entries = cache_entries(undistortion["cache"]) if undistortion else {}
+    photo_cams = scene.cameras  # the masks are drawn on the photos as stored
     masks = []
     for i, extra in enumerate(scene.frame_extras):
         rel = extra.get("gt_mask_path")
         if rel is None:
-            raise ValueError(f"frame {cams.names[i]!r} of {scene_dir} has no gt_mask_path")
-        masks.append(load_mask(Path(scene.root) / rel, size=(int(cams.widths[i]), int(cams.heights[i]))))
-    fld = load_field(run_dir)
+            raise ValueError(f"frame {photo_cams.names[i]!r} of {scene_dir} has no gt_mask_path")
+        mask = load_mask(Path(scene.root) / rel, size=(int(photo_cams.widths[i]), int(photo_cams.heights[i])))
+        masks.append(undistort_mask(mask, entries.get(photo_cams.names[i])))
+    if undistortion:  # the run's pinhole views, from its cache
+        from splatseg.data.undistort import undistort_scene
+
+        scene, _ = undistort_scene(scene, undistortion["cache"], progress=False, log=lambda _: None)
+        if click is not None:
+            click = Click(*photo_pixels_to_run(undistortion, [(click.stem, click.x, click.y)])[0], click.positive)
+    cams = scene.cameras
     if click is None:
         xy = choose_click(masks[0].astype(np.int32), 1)
         if xy is None:
             raise QueryError(f"the ground-truth mask of {cams.names[0]!r} is empty: pass a click")
         click = Click(cams.names[0], *xy)
     sel = select_by_clicks(fld, [click], granularity, threshold)
-    params = read_splats(fld.splats_path).torch_params()
+    params = splats_in_world(fld.splats_path, fld.info.get("splats_transform")).torch_params()
     heldout = set(fld.info.get("heldout_views", []))
     rows = []
     for i, name in enumerate(cams.names):

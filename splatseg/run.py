@@ -2,7 +2,13 @@
 
 Layout of RUN/:
     run.json     metadata: scene and splats paths, the splats file's SHA-256 and stat record, N, D, K,
-                 view names, segment and CLIP producers, training config and figures, `run_id`
+                 view names, segment and CLIP producers, training config and figures, `run_id`; the split
+                 (`heldout_views`, `split_source`), `splats_transform` (the --splats-transform record
+                 with its world_from_splats 4x4, or null: re-apply it with
+                 `splatseg.data.placement.splats_in_world`), `alignment` (the check's figures),
+                 `undistortion` (the undistorted-image cache, or null)
+    config.yml   the resolved configuration (a valid --config file)
+    undistorted/ pinhole copies of distorted photos (splatseg.data.undistort), when there were any
     field.npz    features [N, D] float32 per Gaussian; queries [K, D], query_bias [K];
                  query_clip [K, E] (absent without CLIP embeddings);
                  lifted [K, N] uint8: per query, its masks from all training views lifted onto the

@@ -85,7 +85,11 @@ def run_segment(cfg: SegmentConfig) -> dict:
         text_emb, neg_emb = _text_embeddings(fld, cfg.text)
         sel = select_by_text(fld, text_emb, neg_emb, cfg.threshold)
     else:
-        clicks = [Click(s, x, y, True) for s, x, y in cfg.click] + [Click(s, x, y, False) for s, x, y in cfg.negative]
+        from splatseg.data.undistort import photo_pixels_to_run  # distorted photos: their pixels -> the run's
+
+        positive = photo_pixels_to_run(fld.info.get("undistortion"), cfg.click)
+        negative = photo_pixels_to_run(fld.info.get("undistortion"), cfg.negative)
+        clicks = [Click(s, x, y, True) for s, x, y in positive] + [Click(s, x, y, False) for s, x, y in negative]
         sel = select_by_clicks(fld, clicks, cfg.granularity, cfg.threshold)
     mask = ~sel.mask if cfg.invert else sel.mask
     if not mask.any():

@@ -128,7 +128,9 @@ class Cameras:
         widths, heights: int64 [C] image sizes in pixels.
         names: C image stems (file name without extension), unique.
         image_paths: C image files (may not exist for synthetic cameras).
-        distortion: float64 [C, 4] (k1 k2 p1 p2) or None; kept for reference, not applied.
+        distortion: float64 [C, 4] (k1 k2 p1 p2), [C, 5] (+ k3) or [C, 8] (+ k3 k4 k5, k6: the rational
+            terms of COLMAP's FULL_OPENCV), OpenCV's order and meaning, or None. The renderer is
+            pinhole: stages undistort the images first (`splatseg.data.undistort`).
     """
 
     viewmats: np.ndarray
@@ -198,7 +200,7 @@ class Cameras:
 
 @dataclass
 class Segments:
-    """Multi-level 2D segments of one image (FORMATS.md, `segments/<stem>.npz`).
+    """Multi-level 2D segments of one image (docs/FORMATS.md, `segments/<stem>.npz`).
 
     Attributes:
         segmaps: int32 [L, H, W]; level 0 coarsest (whole objects); values index this image's

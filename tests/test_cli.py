@@ -219,16 +219,33 @@ def test_train_takes_its_scene_from_an_inria_folder(tiny_run, tmp_path, capsys):
     assert not (tmp_path / "run2").exists()
 
 
-def test_train_refuses_splats_in_a_trainers_normalised_frame(tiny_scene, tmp_path, capsys):
-    """A nerfstudio output whose splats are in the dataparser frame is refused in one line before
-    any work, instead of training on misaligned splats."""
+def test_train_moves_splats_out_of_a_trainers_normalised_frame(tiny_scene, tmp_path, capsys):
+    """A nerfstudio output whose splats are in the dataparser frame (x_ns = scale * (T @ x)) is moved
+    back into the scene's frame by the folder's transform and trains; the same splats without the
+    transform are refused in one line by the alignment check before any work."""
     import shutil
+
+    from splatseg.data.frames import Similarity, transform_splats
+    from splatseg.io.ply import read_ply, write_ply
 
     folder = tmp_path / "ns"
     folder.mkdir()
     (folder / "config.yml").write_text(f"!!python/object:nerfstudio.engine.trainer.TrainerConfig\ndata: {tiny_scene}\n")
     (folder / "dataparser_transforms.json").write_text(json.dumps({"transform": np.eye(4)[:3].tolist(), "scale": 0.5}))
-    shutil.copy(tiny_scene / "splats.ply", folder / "splat.ply")
-    code, _, err = run_cli(["train", "--splats", folder, "--out", tmp_path / "run"], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "world_from_splats" in err
-    assert not (tmp_path / "run").exists()
+    normalised = transform_splats(read_ply(tiny_scene / "splats.ply"), Similarity(np.eye(3), np.zeros(3), 0.5))
+    write_ply(folder / "splat.ply", normalised)
+    seg = tmp_path / "segments"
+    code, out, err = run_cli(["train", "--splats", folder, "--out", tmp_path / "run", "--segments", seg,
+                              "--iterations", "2", "--no-progress"], capsys)
+    assert code == 0, err
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    np.testing.assert_allclose(np.asarray(info["splats_transform"]["world_from_splats"])[:3, :3], 2 * np.eye(3), atol=1e-9)
+    assert info["alignment"] is not None
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(folder / "splat.ply", bare / "splats.ply")
+    code, _, err = run_cli(["train", "--data", tiny_scene, "--splats", bare / "splats.ply", "--out", tmp_path / "run2",
+                            "--segments", seg], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--splats-transform" in err, err
+    assert not (tmp_path / "run2").exists()

@@ -252,7 +252,9 @@ BASE = {"fl_x": 10, "w": 8, "h": 6}
          ["frame 0", "non-finite"]),
         ({**BASE, "frames": [_frame(transform_matrix=[[1, 2], [3, 4]])]}, ["frame 0", "4x4"]),
         ({**BASE, "frames": [_frame(fl_x="big")]}, ["frame 0", "'fl_x'"]),
-        ({**BASE, "camera_model": "OPENCV_FISHEYE", "frames": [_frame()]}, ["OPENCV_FISHEYE", "not a pinhole"]),
+        ({**BASE, "camera_model": "OPENCV_FISHEYE", "frames": [_frame()]}, ["OPENCV_FISHEYE", "fisheye", "pinhole images"]),
+        ({**BASE, "camera_model": "KANNALA", "frames": [_frame()]}, ["KANNALA", "not a pinhole"]),
+        ({**BASE, "k1": 0.1, "k4": 0.01, "frames": [_frame()]}, ["frame 0", "'k4'", "cannot be undistorted"]),
     ],
 )
 def test_transforms_errors_are_one_line(tmp_path, content, fragments):
@@ -382,7 +384,7 @@ def test_colmap_errors(tmp_path):
 
     cams = (model / "cameras.txt").read_text().replace("SIMPLE_RADIAL", "SIMPLE_RADIAL_FISHEYE")
     (model / "cameras.txt").write_text(cams)
-    with pytest.raises(SceneError, match="unsupported camera model SIMPLE_RADIAL_FISHEYE"):
+    with pytest.raises(SceneError, match="fisheye camera model SIMPLE_RADIAL_FISHEYE is not supported: run COLMAP's image_undistorter"):
         load_scene(tmp_path)
 
     (model / "cameras.txt").write_text("1 OPENCV 64 48 1 2\n")  # too few parameters

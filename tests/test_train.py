@@ -12,7 +12,6 @@ import torch
 
 from splatseg.run import RunError, load_field
 from splatseg.train import TrainConfig, train
-from splatseg.train.config import holdout_split
 from splatseg.train.losses import dice_loss, focal_loss, pairwise_dice_cost, pairwise_focal_cost
 from splatseg.train.matching import hungarian
 
@@ -44,12 +43,6 @@ def test_hungarian_recovers_a_permutation():
     rows, cols = hungarian(cost)
     assert len(rows) == 6
     assert all(perm[c] == r for r, c in zip(rows, cols))
-
-
-def test_holdout_split():
-    assert holdout_split(10, 0) == (list(range(10)), [])
-    train_idx, held = holdout_split(10, 4)
-    assert held == [3, 7] and sorted(train_idx + held) == list(range(10))
 
 
 def test_tiny_run_is_complete(tiny_run, tiny_scene):

@@ -1,4 +1,4 @@
-"""Scene directories (FORMATS.md) -> `Scene`: posed pinhole cameras, per-frame extras, sparse points.
+"""Scene directories (docs/FORMATS.md) -> `Scene`: posed pinhole cameras, per-frame extras, sparse points.
 
 Two layouts are detected by `load_scene`, in this order:
 1. `root/transforms.json` (nerfstudio / instant-ngp), see `splatseg.data.transforms_json`; its

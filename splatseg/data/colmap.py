@@ -7,8 +7,10 @@ Conventions: COLMAP's `cam_from_world` maps world -> camera in OpenCV axes (x ri
 z forward), which is splatseg's viewmat as is. COLMAP puts the image origin at the top-left corner
 of the top-left pixel, whose centre is (0.5, 0.5), like splatseg, so (cx, cy) are used unchanged
 (a centred principal point is W/2; pycolmap's own default and `Camera.rescale` agree, see
-tests/test_data.py). Supported camera models: SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV;
-their radial/tangential terms are kept as (k1, k2, p1, p2) in `Cameras.distortion` (not applied).
+tests/test_data.py). Supported camera models: SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV,
+FULL_OPENCV; their distortion is kept in `Cameras.distortion` in OpenCV's order (k1, k2, p1, p2, and
+k3..k6 for FULL_OPENCV), and stages undistort the images (`splatseg.data.undistort`). Fisheye models
+are refused with a one-line pointer to COLMAP's image_undistorter.
 Only registered images (with a pose) are loaded, sorted by image name.
 """
 
@@ -23,14 +25,17 @@ from splatseg.types import Cameras
 
 __all__ = ["load_colmap", "colmap_model_dir", "SUPPORTED_MODELS"]
 
-# model name -> (indices of fx, fy, cx, cy, and of k1, k2, p1, p2 in the params; None = 0)
+# model name -> (indices of fx, fy, cx, cy, and of OpenCV's k1, k2, p1, p2[, k3, k4, k5, k6] in the params; None = 0)
 SUPPORTED_MODELS: dict[str, tuple[tuple[int, int, int, int], tuple[int | None, ...]]] = {
     "SIMPLE_PINHOLE": ((0, 0, 1, 2), (None, None, None, None)),
     "PINHOLE": ((0, 1, 2, 3), (None, None, None, None)),
     "SIMPLE_RADIAL": ((0, 0, 1, 2), (3, None, None, None)),
     "RADIAL": ((0, 0, 1, 2), (3, 4, None, None)),
     "OPENCV": ((0, 1, 2, 3), (4, 5, 6, 7)),
+    "FULL_OPENCV": ((0, 1, 2, 3), (4, 5, 6, 7, 8, 9, 10, 11)),
 }
+FISHEYE_MODELS = ("SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "OPENCV_FISHEYE", "THIN_PRISM_FISHEYE", "FOV",
+                  "RAD_TAN_THIN_PRISM_FISHEYE", "SIMPLE_FISHEYE", "FISHEYE")
 
 
 def colmap_model_dir(root: str | Path) -> Path | None:
@@ -45,6 +50,9 @@ def colmap_model_dir(root: str | Path) -> Path | None:
 def _intrinsics(camera, where: str) -> tuple[list[list[float]], list[float]]:
     """(K [3, 3], distortion [k1, k2, p1, p2]) of a pycolmap camera; SceneError if unsupported."""
     model = camera.model.name
+    if model in FISHEYE_MODELS:
+        raise SceneError(f"{where}: fisheye camera model {model} is not supported: run COLMAP's image_undistorter "
+                         "(it writes pinhole images and a PINHOLE model) and point --data at its output")
     if model not in SUPPORTED_MODELS:
         raise SceneError(f"{where}: unsupported camera model {model} (supported: {', '.join(SUPPORTED_MODELS)}); "
                          "run COLMAP's image_undistorter first")
@@ -122,6 +130,6 @@ def load_colmap(root: str | Path) -> tuple[Cameras, list[dict], np.ndarray, np.n
         heights=np.asarray(heights, dtype=np.int64),
         names=names,
         image_paths=paths,
-        distortion=np.asarray(dists, dtype=np.float64) if any_distortion else None,
+        distortion=np.asarray([d + [0.0] * (max(map(len, dists)) - len(d)) for d in dists], dtype=np.float64) if any_distortion else None,
     )
     return cameras, extras, points, colors

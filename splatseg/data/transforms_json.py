@@ -9,10 +9,14 @@ File conventions:
   used as they are. Fallbacks: `camera_angle_x` / `camera_angle_y` (radians, full field of view)
   when `fl_x` / `fl_y` are missing; one focal length copies the other; cx, cy default to w/2, h/2;
   w, h default to the image file's size.
-- Distortion `k1 k2 p1 p2` is kept in `Cameras.distortion` (not applied).
+- Distortion `k1 k2 p1 p2` (and `k3`, the r^6 term) is kept in `Cameras.distortion` in OpenCV's order
+  (k1 k2 p1 p2 [k3]); stages undistort the images (`splatseg.data.undistort`). `k4` must be 0: it is
+  nerfstudio's fourth radial term, which nerfstudio itself refuses to undistort for perspective cameras.
 - `file_path` is relative to the directory (a leading "./" is fine), with or without extension.
 - Every other per-frame key is kept, unchanged, in that frame's extras dict; unknown top-level
   keys (`applied_transform`, `aabb_scale`, ...) are ignored.
+- Views come back sorted by image name (stem), not in file order, like the COLMAP loader's, so the
+  train / test split (`splatseg.data.split`) is the same however the file lists its frames.
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".webp", "
 """Tried, in this order, when a `file_path` does not name an existing file."""
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
-DISTORTION_KEYS = ("k1", "k2", "p1", "p2")
-CAMERA_KEYS = ("file_path", "transform_matrix", *INTRINSIC_KEYS, *DISTORTION_KEYS)
+DISTORTION_KEYS = ("k1", "k2", "p1", "p2", "k3")
+"""In `Cameras.distortion`'s (OpenCV's) order; k3 only makes a fifth column when some frame has it."""
+CAMERA_KEYS = ("file_path", "transform_matrix", *INTRINSIC_KEYS, *DISTORTION_KEYS, "k4")
 PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
+FISHEYE_MODELS = ("OPENCV_FISHEYE", "FISHEYE624", "EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO_L", "OMNIDIRECTIONALSTEREO_R",
+                  "VR180_L", "VR180_R")
 ROTATION_TOLERANCE = 1e-3
 """Largest accepted |R^T R - I| entry of a transform_matrix's rotation part."""
 
@@ -115,8 +122,8 @@ def _read_json(path: Path) -> dict:
 
 def load_transforms_json(root: str | Path) -> tuple[Cameras, list[dict]]:
     """Cameras (OpenCV world -> camera viewmats, pixel intrinsics) and per-frame extras from
-    `root/transforms.json`, frames in file order; image paths are absolute. Raises SceneError with a
-    one-line message."""
+    `root/transforms.json`, sorted by image stem; image paths are absolute. Raises SceneError with a
+    one-line message (frames are named by their position in the file)."""
     root = Path(root)
     path = root / "transforms.json"
     meta = _read_json(path)
@@ -128,13 +135,17 @@ def load_transforms_json(root: str | Path) -> tuple[Cameras, list[dict]]:
     if not frames:
         raise SceneError(f"{path}: zero frames")
     model = meta.get("camera_model")
+    if model in FISHEYE_MODELS:
+        raise SceneError(f"{path}: camera_model {model!r} is a fisheye / panoramic model, which splatseg does not "
+                         "undistort: make pinhole images first (COLMAP's image_undistorter, or nerfstudio's undistorted "
+                         "export) and point --data at them")
     if model is not None and model not in PINHOLE_MODELS:
         supported = ", ".join(PINHOLE_MODELS)
         raise SceneError(f"{path}: camera_model {model!r} is not a pinhole model (supported: {supported}); "
                          "undistort the images first")
 
     viewmats, Ks, widths, heights, names, paths, dists, extras = [], [], [], [], [], [], [], []
-    any_distortion = False
+    any_distortion = any_k3 = False
     seen: dict[str, int] = {}
     for i, frame in enumerate(frames):
         where = f"{path}: frame {i}"
@@ -182,21 +193,27 @@ def load_transforms_json(root: str | Path) -> tuple[Cameras, list[dict]]:
         heights.append(int(h))
         dist = [get(k) for k in DISTORTION_KEYS]
         any_distortion |= any(d is not None for d in dist)
+        any_k3 |= dist[4] is not None
         dists.append([0.0 if d is None else d for d in dist])
+        k4 = get("k4")
+        if k4 not in (None, 0.0):
+            raise SceneError(f"{where}: 'k4' = {k4} (nerfstudio's 4th radial term) cannot be undistorted (nerfstudio refuses "
+                             "it too for perspective cameras): undistort the images first, or calibrate with k1 k2 k3 p1 p2")
         names.append(stem)
         paths.append(image)
         extras.append({k: v for k, v in frame.items() if k not in CAMERA_KEYS})
 
+    order = sorted(range(len(names)), key=lambda i: names[i])
     cameras = Cameras(
-        viewmats=np.stack(viewmats).astype(np.float64),
-        Ks=np.asarray(Ks, dtype=np.float64),
-        widths=np.asarray(widths, dtype=np.int64),
-        heights=np.asarray(heights, dtype=np.int64),
-        names=names,
-        image_paths=paths,
-        distortion=np.asarray(dists, dtype=np.float64) if any_distortion else None,
+        viewmats=np.stack([viewmats[i] for i in order]).astype(np.float64),
+        Ks=np.asarray([Ks[i] for i in order], dtype=np.float64),
+        widths=np.asarray([widths[i] for i in order], dtype=np.int64),
+        heights=np.asarray([heights[i] for i in order], dtype=np.int64),
+        names=[names[i] for i in order],
+        image_paths=[paths[i] for i in order],
+        distortion=np.asarray([dists[i][: 5 if any_k3 else 4] for i in order], dtype=np.float64) if any_distortion else None,
     )
-    return cameras, extras
+    return cameras, [extras[i] for i in order]
 
 
 def _intrinsics(cameras: Cameras, i: int) -> dict:
@@ -208,7 +225,11 @@ def _intrinsics(cameras: Cameras, i: int) -> dict:
     out = {"fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
            "w": int(cameras.widths[i]), "h": int(cameras.heights[i])}
     if cameras.distortion is not None:
-        out.update({k: float(v) for k, v in zip(DISTORTION_KEYS, cameras.distortion[i])})
+        coeffs = cameras.distortion[i]
+        if len(coeffs) > 5 and np.any(coeffs[5:] != 0):
+            raise SceneError(f"camera {cameras.names[i]!r}: rational distortion terms (COLMAP FULL_OPENCV k4..k6) "
+                             "cannot be stored in transforms.json")
+        out.update({k: float(v) for k, v in zip(DISTORTION_KEYS, coeffs[:5])})
     return out
 
 

@@ -1,6 +1,6 @@
 """Reference 3DGS splat PLY <-> `Splats`, raw vertex tables, and atomic file writes.
 
-File layout (FORMATS.md): one `vertex` element with the float32 properties
+File layout (docs/FORMATS.md): one `vertex` element with the float32 properties
 `x y z nx ny nz f_dc_0..2 f_rest_0..R opacity scale_0..2 rot_0..3`, where the R+1 `f_rest_*` values
 are channel-major (all coefficients of red, then green, then blue) and R+1 = 3*((d+1)^2-1) for SH
 degree d in 0..3. Values are raw (logit opacity, log scales, un-normalised w x y z quaternion);

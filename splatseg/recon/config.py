@@ -1,4 +1,4 @@
-"""`ReconConfig`: every knob of `splatseg recon`, and the named `PRESETS` ("cpu", "gpu").
+"""`ReconConfig`: every knob of `splatseg recon`, and its presets (configs/recon/*.yml: cpu, gpu, quality).
 
 Units: learning rates are per Adam step; `means_lr` is multiplied by the scene extent (world
 units: 1.1 x the largest camera-centre distance from their mean, as in the reference 3DGS);
@@ -9,11 +9,14 @@ Derived values are properties; nothing here mutates itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
+
+from splatseg.presets import apply_config_file, preset_names, preset_path, read_config_file
 
 
 @dataclass
@@ -21,17 +24,20 @@ class ReconConfig:
     """RGB 3D Gaussian splatting optimisation from posed photos."""
 
     data: Path = tyro.MISSING
-    """Scene directory (transforms.json or COLMAP layout, see FORMATS.md)."""
+    """Scene directory (transforms.json or COLMAP layout, see docs/FORMATS.md)."""
     out: Path = tyro.MISSING
-    """Output directory: splats.ply, recon.json and the checkpoint ckpt.pt are written here."""
-    preset: Literal["auto", "cpu", "gpu"] = "auto"
-    """Starting values of every other flag (flags given on the command line override them): "cpu"
-    (downscaled images, 3,000 steps, capped Gaussian count: minutes on a laptop), "gpu" (the
-    reference 30,000-step schedule with gsplat), or "auto" ("gpu" when CUDA is available, else "cpu").
-    The command line applies it; in Python, build the config with `preset(name, **overrides)`."""
+    """Output directory: splats.ply, recon.json, split.json, config.yml and the checkpoint ckpt.pt are written here."""
+    preset: str = "auto"
+    """Starting values of every other flag, from configs/recon/NAME.yml: "cpu" (downscaled images,
+    3,000 steps, capped Gaussian count: minutes on a laptop), "gpu" (the reference 30,000-step
+    schedule with gsplat), "quality" (full resolution, more steps and Gaussians: hours on a CPU), or
+    "auto" ("gpu" when CUDA is available, else "cpu"). --config and flags override it. In Python,
+    build the config with `preset(name, **overrides)`."""
+    config: Path | None = None
+    """A YAML file of settings (e.g. a run's config.yml) applied over the preset; flags override it."""
 
     # --- run control -------------------------------------------------------------------------
-    steps: int = 30_000
+    steps: Annotated[int, tyro.conf.arg(aliases=("--iterations",))] = 30_000
     """Number of optimisation steps (one training view per step)."""
     device: str = "auto"
     """Torch device: "auto" picks "cuda" when available, else "cpu"."""
@@ -41,7 +47,7 @@ class ReconConfig:
     """Random seed for initialisation, view order and densification."""
     resume: bool = False
     """Continue from OUT/ckpt.pt (must have been made for the same scene and image size)."""
-    ckpt_every: int = 1000
+    ckpt_every: Annotated[int, tyro.conf.arg(aliases=("--checkpoint-every",))] = 1000
     """Write OUT/ckpt.pt every this many steps (0: only at the end)."""
     eval_every: int = 0
     """Evaluate PSNR/SSIM on the held-out views every this many steps (0: only at the end)."""
@@ -52,8 +58,12 @@ class ReconConfig:
     # --- data --------------------------------------------------------------------------------
     downscale: float = 1.0
     """Divide image width and height by this factor before training (and evaluation)."""
-    test_every: int = 8
-    """Hold out every this-th view (0, 8, 16, ...) for evaluation; 0 trains on all views."""
+    undistorted_dir: Path | None = None
+    """Where undistorted copies of the images go when the cameras declare lens distortion
+    (default: OUT/undistorted; reused when the sources are unchanged)."""
+    test_every: Annotated[int, tyro.conf.arg(aliases=("--holdout-every",))] = 8
+    """Hold views out for evaluation: sorted by image name, every this-th one (index % n == 0, the
+    INRIA / gsplat convention; written to OUT/split.json, which train reads); 0 trains on all views."""
     background: Literal["learned", "black", "white", "random"] = "learned"
     """Colour behind the splats: one learned RGB colour (initialised from the image borders),
     a fixed black or white, or a random colour per step (forces opaque geometry)."""
@@ -125,6 +135,11 @@ class ReconConfig:
     """Cap on the number of Gaussians (0: no cap); growth keeps the highest-gradient candidates."""
 
     @property
+    def undistorted_path(self) -> Path:
+        """The folder for undistorted images: --undistorted-dir, or OUT/undistorted."""
+        return Path(self.undistorted_dir) if self.undistorted_dir is not None else Path(self.out) / "undistorted"
+
+    @property
     def ssim_weight(self) -> float:
         return self.ssim_lambda
 
@@ -133,45 +148,34 @@ class ReconConfig:
         return 1.0 - self.ssim_lambda
 
 
-PRESETS: dict[str, ReconConfig] = {
-    # Measured on /work/shared/data/maryrose (69 views, 288x288 -> 144x144) with 2 CPU cores: a
-    # step costs about 0.3 s at 30-40k Gaussians (the torch rasteriser's cost follows the number of
-    # (pixel, Gaussian) pairs, so the random init uses small, sparse Gaussians and the count is
-    # capped); 3000 steps took 15.0 min on 2 idle cores (held-out PSNR 19.35 dB).
-    "cpu": ReconConfig(
-        preset="cpu",
-        steps=3000,
-        downscale=2.0,
-        device="cpu",
-        sh_degree=1,
-        sh_degree_interval=1000,
-        init_num_points=10_000,
-        init_scale=0.3,
-        init_far_fraction=0.1,
-        refine_start=200,
-        refine_stop=2000,
-        refine_every=100,
-        reset_every=1000,
-        max_gaussians=40_000,
-        ckpt_every=500,
-        eval_every=1000,
-    ),
-    # The reference 3DGS schedule with gsplat's rasteriser and DefaultStrategy (not measured here:
-    # no GPU on the development machine).
-    "gpu": ReconConfig(preset="gpu", steps=30_000, device="cuda", eval_every=7000, ckpt_every=5000),
-}
-"""Named starting points; the CLI overrides their fields with flags."""
+class _Presets(Mapping):
+    """name -> ReconConfig of the shipped preset files (configs/recon/*.yml), read when asked for."""
+
+    def __getitem__(self, name: str) -> ReconConfig:
+        if name not in preset_names("recon"):
+            raise KeyError(name)
+        return replace(apply_config_file(ReconConfig(), preset_path("recon", name), "recon"), preset=name)
+
+    def __iter__(self):
+        return iter(preset_names("recon"))
+
+    def __len__(self) -> int:
+        return len(preset_names("recon"))
+
+
+PRESETS: Mapping[str, ReconConfig] = _Presets()
+"""Named starting points (configs/recon/NAME.yml); the CLI overrides their fields with flags."""
 
 
 def resolve_preset_name(name: str) -> str:
-    """"cpu" or "gpu" for a preset name; "auto" asks torch whether CUDA is available."""
-    if name != "auto":
-        if name not in PRESETS:
-            raise ValueError(f"unknown recon preset {name!r} (choose from auto, {', '.join(sorted(PRESETS))})")
-        return name
-    import torch
+    """A shipped preset's name; "auto" asks torch whether CUDA is available ("gpu", else "cpu").
+    ValueError naming the choices for an unknown name."""
+    if name == "auto":
+        import torch
 
-    return "gpu" if torch.cuda.is_available() else "cpu"
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    preset_path("recon", name)  # raises for an unknown name
+    return name
 
 
 def preset(name: str, **overrides) -> ReconConfig:
@@ -179,3 +183,13 @@ def preset(name: str, **overrides) -> ReconConfig:
     the choices."""
     resolved = resolve_preset_name(name)
     return replace(PRESETS[resolved], preset=resolved, **overrides)
+
+
+def recon_defaults(preset_name: str | None = None, config: Path | None = None) -> ReconConfig:
+    """What `splatseg recon` starts from before its flags: the preset (`preset_name`, else the config
+    file's own `preset`, else "auto") with the config file applied over it."""
+    values = read_config_file(config, ReconConfig, "recon") if config is not None else {}
+    name = preset_name or values.pop("preset", None) or "auto"
+    values.pop("preset", None)
+    values.pop("config", None)
+    return replace(preset(name), **values, config=config)

@@ -11,6 +11,9 @@ Outputs in OUT (all written atomically):
     recon.json   config, steps, held-out PSNR (dB) / SSIM, PSNR on a sample of training views,
                  Gaussian count, wall-clock and process CPU seconds (summed over resumed runs),
                  and the periodic evaluations ("history")
+    split.json   the train / test split by image name (`splatseg.data.split`), which `train` reads
+    undistorted/ pinhole copies of the images when the cameras declare distortion (`--undistorted-dir`)
+    config.yml   the resolved configuration (a valid --config file)
     ckpt.pt      checkpoint for `--resume` (see recon.checkpoint)
     point_cloud/iteration_<N>/point_cloud.ply, cameras.json, cfg_args: the reference trainer's
                  layout (recon.ecosystem), a PLY at every checkpoint
@@ -28,7 +31,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from splatseg.data.split import SPLIT_NAME, write_split
 from splatseg.io.ply import atomic_write, write_ply
+from splatseg.presets import write_config_yml
 from splatseg.recon.checkpoint import CHECKPOINT_NAME, fingerprint, load_checkpoint, save_checkpoint
 from splatseg.recon.config import ReconConfig
 from splatseg.recon.densify import Densifier, GsplatDefault, Params, num_gaussians
@@ -190,6 +195,7 @@ def _write_outputs(out: Path, cfg: ReconConfig, params: Params, bg: _Background,
     sh = active_sh_degree(cfg, max(step - 1, 0))
     ply = out / PLY_NAME
     write_ply(ply, splats_from_params(params, sh))
+    write_split(out / SPLIT_NAME, views.cameras.names, views.train, views.test, cfg.test_every)
     report = {
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "steps": step,
@@ -201,6 +207,8 @@ def _write_outputs(out: Path, cfg: ReconConfig, params: Params, bg: _Background,
         "eval_views": final["views"],
         "train_psnr": final["train_psnr"],
         "train_views": len(views.train),
+        "test_views": [views.cameras.names[i] for i in views.test],
+        "undistortion": views.undistortion,
         "image_size": list(views.size(views.train[0])),
         "background": [round(float(v), 6) for v in bg.rgb().detach().cpu()],
         "seconds": round(seconds, 2),
@@ -225,7 +233,7 @@ def run_recon(cfg: ReconConfig) -> Path:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     data, out = Path(cfg.data), Path(cfg.out)
-    views = load_views(data, cfg.downscale, cfg.test_every, device)
+    views = load_views(data, cfg.downscale, cfg.test_every, device, cfg.undistorted_path, progress=cfg.progress)
     extent = scene_extent(views.cameras.subset(views.train))
     expected = fingerprint(views.cameras, views.train, views.test, cfg.sh_degree, cfg.background)
     ckpt_path = out / CHECKPOINT_NAME
@@ -256,6 +264,7 @@ def run_recon(cfg: ReconConfig) -> Path:
         optimizers = make_optimizers(params, cfg, extent)
         start, history, seconds_before, cpu_before = 0, [], 0.0, 0.0
     out.mkdir(parents=True, exist_ok=True)
+    write_config_yml(out, cfg, "recon")
 
     def elapsed() -> float:
         return seconds_before + time.perf_counter() - started

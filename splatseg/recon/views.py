@@ -1,13 +1,13 @@
 """Training and held-out views of a scene: cameras at the training resolution and their images.
 
 Images are float32 [H_c, W_c, 3] in [0, 1] at each camera's (downscaled) size, on the training
-device; cameras follow `types.Cameras` (OpenCV, world -> camera). The held-out views are every
-`test_every`-th view in file order (indices 0, k, 2k, ...), as in the reference 3DGS "llffhold".
+device; cameras follow `types.Cameras` (OpenCV, world -> camera). The held-out views follow the one
+split of every stage (`splatseg.data.split`): sorted by image name, every `test_every`-th held out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +15,14 @@ import torch
 from torch import Tensor
 
 from splatseg.data import Scene, load_scene
+from splatseg.data.split import split_views
+from splatseg.data.undistort import needs_undistortion, undistort_scene
 from splatseg.io.images import load_image
 from splatseg.types import Cameras
 
 
 class ReconError(ValueError):
     """Bad input to `splatseg recon` (scene, checkpoint or configuration); one-line message."""
-
-
-def split_indices(num_views: int, test_every: int) -> tuple[list[int], list[int]]:
-    """(train, test) view indices: every `test_every`-th view is held out (none if 0)."""
-    if test_every < 0:
-        raise ReconError(f"test_every must be >= 0, got {test_every}")
-    test = list(range(0, num_views, test_every)) if test_every > 0 else []
-    train = [i for i in range(num_views) if i not in set(test)]
-    return train, test
 
 
 @dataclass
@@ -41,6 +34,7 @@ class Views:
     Ks: Tensor  # [C, 3, 3] float32, on the device
     train: list[int]
     test: list[int]
+    undistortion: dict | None = None  # `undistort_scene`'s record when the scene declared distortion
 
     def size(self, i: int) -> tuple[int, int]:
         """(width, height) of view i."""
@@ -50,14 +44,24 @@ class Views:
         return [self.images[i].cpu().numpy() for i in indices]
 
 
-def load_views(data: Path, downscale: float, test_every: int, device: torch.device) -> Views:
-    """Load the scene at 1/downscale resolution and split it; ReconError if nothing is left to
-    train on (the loaders raise their own one-line errors for malformed scenes)."""
-    scene = load_scene(data, downscale=downscale)
+def load_views(data: Path, downscale: float, test_every: int, device: torch.device, undistorted_dir: Path | None = None,
+               progress: bool = True) -> Views:
+    """Load the scene (distorted views undistorted into `undistorted_dir`), at 1/downscale
+    resolution, and split it; ReconError if nothing is left to train on (the loaders raise their own
+    one-line errors for malformed scenes)."""
+    scene = load_scene(data)
+    if undistorted_dir is not None:
+        scene, undistortion = undistort_scene(scene, undistorted_dir, progress=progress)
+    elif needs_undistortion(scene.cameras).any():
+        raise ReconError(f"{data}: the cameras declare lens distortion; give a folder for the undistorted images")
+    else:
+        undistortion = None
+    if downscale != 1.0:
+        scene = replace(scene, cameras=scene.cameras.downscaled(downscale))
     cams = scene.cameras
     if len(cams) == 0:
         raise ReconError(f"{data}: the scene has no views")
-    train, test = split_indices(len(cams), test_every)
+    train, test = split_views(cams.names, test_every)
     if not train:
         raise ReconError(
             f"{data}: no training views left ({len(cams)} view(s), every {test_every}th held out); use --test-every 0 or add views"
@@ -75,6 +79,7 @@ def load_views(data: Path, downscale: float, test_every: int, device: torch.devi
         Ks=torch.from_numpy(cams.Ks).float().to(device),
         train=train,
         test=test,
+        undistortion=undistortion,
     )
 
 

@@ -1,4 +1,4 @@
-"""The segments cache: `<scene>/segments/<image stem>.npz` (FORMATS.md, a public contract).
+"""The segments cache: `<scene>/segments/<image stem>.npz` (docs/FORMATS.md, a public contract).
 
 Keys of one file:
 - `segmaps`: int32 [L, H, W]; level 0 coarsest (whole objects); a value indexes this image's segment

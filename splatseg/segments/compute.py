@@ -1,4 +1,4 @@
-"""Compute the segments cache of a scene: one `<out_dir>/<stem>.npz` per image (FORMATS.md).
+"""Compute the segments cache of a scene: one `<out_dir>/<stem>.npz` per image (docs/FORMATS.md).
 
 The caller (the training stage) supplies the images, and for the weights-free source the geometry
 rendered from the splats; this module renders nothing. Images: (stem, rgb uint8 [H, W, 3] RGB,

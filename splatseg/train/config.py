@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
+
+from splatseg.presets import apply_config_file, preset_path, read_config_file
 
 
 @dataclass
@@ -23,6 +25,24 @@ class TrainConfig:
     """Trained splats aligned with the scene's cameras: a file (reference or compressed PLY, .splat,
     .spz) or a trainer's output folder (INRIA, gsplat, nerfstudio: its newest splat file). Default:
     DATA/splats.ply."""
+    preset: str = "none"
+    """Starting values of the other flags, from configs/train/NAME.yml: "cpu" (the built-in
+    defaults), "gpu" (gsplat feature maps, more steps and pixels), "quality" (more steps on larger
+    maps, any device), or "auto" ("gpu" when CUDA is available, else "cpu"; the command line's
+    default). --config and flags override it. ("none": built in Python without `train_defaults`.)"""
+    config: Path | None = None
+    """A YAML file of settings (e.g. a run's config.yml) applied over the preset; flags override it."""
+    splats_transform: Path | None = None
+    """JSON similarity from the splat file's frame to the cameras' (world_from_splats): nerfstudio's
+    dataparser_transforms.json (for ns-export splats; undone as nerfstudio applies it), a 4x4 matrix,
+    or {"rotation", "translation", "scale"}. The run records it; exports still copy the file's rows."""
+    skip_alignment_check: bool = False
+    """Skip comparing renders of the splats with the photos before training (the check refuses
+    splats in another frame in one line, before segments and training start)."""
+
+    undistorted_dir: Path | None = None
+    """Where undistorted copies of the images go when the cameras declare lens distortion
+    (default: OUT/undistorted; reused when the sources are unchanged)."""
 
     segments: Path | None = None
     """Folder of 2D segments (<stem>.npz) to read, and to write missing ones into
@@ -47,7 +67,7 @@ class TrainConfig:
     """D: feature channels per Gaussian."""
     num_queries: int = 128
     """K: learned queries; must comfortably exceed the segments per view."""
-    iterations: int = 800
+    iterations: Annotated[int, tyro.conf.arg(aliases=("--steps",))] = 800
     """Optimisation steps (one view each)."""
     lr: float = 0.01
     """Adam learning rate (decays exponentially to lr * lr_final_ratio)."""
@@ -65,11 +85,13 @@ class TrainConfig:
     """Weight of the Dice loss on matched masks."""
     clip_weight: float = 1.0
     """Weight of 1 - cosine between a query's CLIP vector and its matched segment's embedding."""
-    holdout_every: int = 0
-    """Hold every n-th view out of training (for evaluation); 0 trains on all views."""
+    holdout_every: Annotated[int, tyro.conf.arg(aliases=("--test-every",))] = 0
+    """Hold views out of training (for evaluation): views sorted by image name, every n-th
+    (index % n == 0) held out, as recon does; when the splats come from a recon folder its
+    split.json is used instead. 0 trains on all views."""
     fill_unseen_neighbours: int = 8
     """Gaussians no training view sees take the mean score of this many nearest seen ones (0: off)."""
-    checkpoint_every: int = 500
+    checkpoint_every: Annotated[int, tyro.conf.arg(aliases=("--ckpt-every",))] = 500
     """Steps between checkpoints (ckpt.pt) for resuming."""
     seed: int = 0
     """Random seed for initialisation and view order."""
@@ -95,9 +117,29 @@ class TrainConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
-def holdout_split(num_views: int, every: int) -> tuple[list[int], list[int]]:
-    """(train indices, held-out indices): every `every`-th view (starting at every-1) held out."""
-    if every <= 0:
-        return list(range(num_views)), []
-    held = [i for i in range(num_views) if i % every == every - 1]
-    return [i for i in range(num_views) if i not in held], held
+def resolve_train_preset(name: str) -> str:
+    """A shipped train preset's name; "auto" is "gpu" with CUDA, else "cpu"; "none" (the built-in
+    defaults, what a run built in Python records) stays. ValueError for an unknown name."""
+    if name == "none":
+        return name
+    if name == "auto":
+        import torch
+
+        name = "gpu" if torch.cuda.is_available() else "cpu"
+    preset_path("train", name)
+    return name
+
+
+def train_defaults(preset_name: str | None = None, config: Path | None = None) -> TrainConfig:
+    """What `splatseg train` starts from before its flags: the built-in defaults with the preset
+    (`preset_name`, else the config file's own `preset`, else "auto") and then the config file applied
+    (data and out stay required unless the file sets them)."""
+    values = read_config_file(config, TrainConfig, "train") if config is not None else {}
+    name = resolve_train_preset(preset_name or values.pop("preset", None) or "auto")
+    values.pop("preset", None)
+    values.pop("config", None)
+    base = TrainConfig(data=tyro.MISSING, out=tyro.MISSING)
+    if name != "none":
+        base = apply_config_file(base, preset_path("train", name), "train")
+    return replace(base, **values, preset=name, config=config)
+

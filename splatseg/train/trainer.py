@@ -19,13 +19,16 @@ import torch
 from tqdm import tqdm
 
 from splatseg.data import Scene, load_scene
+from splatseg.data.placement import place_splats
 from splatseg.data.sources import SplatSource, resolve_splats
+from splatseg.data.split import split_for_training
+from splatseg.data.undistort import CACHE_NAME, undistort_scene
 from splatseg.io.checkpoint import save_state
-from splatseg.io.formats import read_splats
+from splatseg.presets import write_config_yml
 from splatseg.run import (CKPT_NAME, RunError, claim_run_dir, refuse_training_over_inputs, splats_record, verify_splats,
                           write_run)
 from splatseg.segments.cache import read_segments, segments_dir
-from splatseg.train.config import TrainConfig, holdout_split
+from splatseg.train.config import TrainConfig
 from splatseg.train.lifting import lift_queries
 from splatseg.train.losses import dice_loss, focal_loss, focal_loss_to_zero, pairwise_cosine_cost, pairwise_dice_cost, pairwise_focal_cost
 from splatseg.train.matching import hungarian
@@ -143,9 +146,6 @@ def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path]:
     source = resolve_splats(given)
     for note in source.notes:
         print(f"splats: {note}")
-    if source.world_from_splats is not None and not np.allclose(source.world_from_splats, np.eye(4), atol=1e-9):
-        raise ValueError(f"train: the splats in {given} are in the {source.kind} trainer's own frame, not the scene's; "
-                         f"they must be moved by world_from_splats (see `splatseg info {given}`) before training")
     if cfg.data is not None:
         return source, Path(cfg.data)
     if source.scene is not None and source.scene_exists:
@@ -166,18 +166,25 @@ def train(cfg: TrainConfig) -> Path:
     source, data = resolve_inputs(cfg)
     scene: Scene = load_scene(data)
     splats_path = source.splats_file
-    splats: Splats = read_splats(splats_path)
+    splats_rec = splats_record(splats_path)
+    train_idx, held_idx, split_source = split_for_training(scene.cameras.names, cfg.holdout_every, splats_path)
+    if not train_idx:
+        raise ValueError(f"no training views left after holding out {len(held_idx)} ({split_source}); use --test-every 0 or add views")
+    if held_idx:
+        print(f"split: {len(held_idx)} of {len(scene.cameras)} views held out ({split_source})")
+    out = Path(cfg.out)
+    seg_dir = Path(cfg.segments) if cfg.segments is not None else segments_dir(scene.root)
+    refuse_training_over_inputs(out, splats_path, scene.cameras.image_paths, [seg_dir / f"{m}.npz" for m in scene.cameras.names])
+    undistorted = Path(cfg.undistorted_dir) if cfg.undistorted_dir is not None else out / CACHE_NAME
+    scene, undistortion = undistort_scene(scene, undistorted, progress=cfg.progress)  # pinhole from here on
+    placed = place_splats(splats_path, scene, cfg.splats_transform, check=not cfg.skip_alignment_check, views=train_idx,
+                          folder_frame=source.world_from_splats, folder_kind=source.kind)
+    splats: Splats = placed.splats
     n = len(splats)
     if n == 0:
         raise ValueError(f"{splats_path} has no Gaussians")
-    splats_rec = splats_record(splats_path)
-    seg_dir = Path(cfg.segments) if cfg.segments is not None else segments_dir(scene.root)
-    train_idx, held_idx = holdout_split(len(scene.cameras), cfg.holdout_every)
-    if not train_idx:
-        raise ValueError("no training views left after --holdout-every")
-    out = Path(cfg.out)
     identity = _run_identity(cfg, splats_rec["splats_sha256"], n, [scene.cameras.names[i] for i in train_idx])
-    refuse_training_over_inputs(out, splats_path, scene.cameras.image_paths, [seg_dir / f"{m}.npz" for m in scene.cameras.names])
+    identity["splats_transform"] = None if placed.transform is None else placed.transform["world_from_splats"]
     resume = claim_run_dir(out, identity, cfg.as_json(), cfg.overwrite)  # before the slow segments: fail fast
     seg_info = ensure_segments(scene, splats, cfg, seg_dir)
     segments_seconds = time.time() - t0
@@ -213,6 +220,7 @@ def train(cfg: TrainConfig) -> Path:
 
     order = np.random.default_rng(cfg.seed).integers(0, len(views), size=cfg.iterations)
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input found above leaves no folder behind
+    write_config_yml(out, cfg, "train")
     t_opt = time.time()
     bar = tqdm(range(start, cfg.iterations), desc="train", disable=not cfg.progress, initial=start, total=cfg.iterations)
     for step in bar:
@@ -258,6 +266,10 @@ def train(cfg: TrainConfig) -> Path:
         **identity,
         "train_views": [cams.names[i] for i in train_idx],
         "heldout_views": [cams.names[i] for i in held_idx],
+        "split_source": split_source,
+        "splats_transform": placed.transform,
+        "alignment": placed.alignment,
+        "undistortion": undistortion,
         "train_resolution": [int(cams.widths[0]), int(cams.heights[0])],
         "segments_model": seg_info["model"],
         "clip_model": seg_info["embedding_model"],

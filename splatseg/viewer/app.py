@@ -44,8 +44,9 @@ import torch
 import viser
 
 from splatseg.data import load_scene
+from splatseg.data.placement import splats_in_world
 from splatseg.export import export_selection
-from splatseg.io.formats import OUTPUT_SUFFIXES, read_splats
+from splatseg.io.formats import OUTPUT_SUFFIXES
 from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, Selection
 from splatseg.run import Field, RunError, load_field, refuse_writing_over, run_inputs
 from splatseg.semantics.clip import SemanticsError
@@ -111,7 +112,7 @@ class ViewerApp:
         self.field: Field = load_field(cfg.run)
         self.inputs = run_inputs(self.field)
         self.exports_dir = Path(cfg.run) / "exports"
-        splats = read_splats(self.field.splats_path)
+        splats = splats_in_world(self.field.splats_path, self.field.info.get("splats_transform"))  # the cameras' frame
         if len(splats) != self.field.num_gaussians:
             raise RunError(f"{self.field.splats_path} has {len(splats)} Gaussians but the run was trained on {self.field.num_gaussians}")
         self.arrays = SplatArrays.from_splats(splats)
