@@ -138,7 +138,7 @@ def train_defaults(preset_name: str | None = None, config: Path | None = None) -
     name = resolve_train_preset(preset_name or values.pop("preset", None) or "auto")
     values.pop("preset", None)
     values.pop("config", None)
-    base = TrainConfig(data=tyro.MISSING, out=tyro.MISSING)
+    base = TrainConfig(data=None, out=tyro.MISSING)
     if name != "none":
         base = apply_config_file(base, preset_path("train", name), "train")
     return replace(base, **values, preset=name, config=config)

@@ -220,7 +220,6 @@ def train(cfg: TrainConfig) -> Path:
 
     order = np.random.default_rng(cfg.seed).integers(0, len(views), size=cfg.iterations)
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input found above leaves no folder behind
-    write_config_yml(out, cfg, "train")
     t_opt = time.time()
     bar = tqdm(range(start, cfg.iterations), desc="train", disable=not cfg.progress, initial=start, total=cfg.iterations)
     for step in bar:
@@ -283,4 +282,5 @@ def train(cfg: TrainConfig) -> Path:
         "config": cfg.as_json(),
     }
     write_run(out, info, arrays, view_arrays)
+    write_config_yml(out, cfg, "train")  # with the finished run: a failed one leaves no file behind
     return out
