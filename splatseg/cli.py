@@ -12,6 +12,7 @@ from typing import Annotated, Union
 import tyro
 
 from splatseg.demo import DemoConfig
+from splatseg.mesh_command import MeshConfig
 from splatseg.recon.config import ReconConfig, preset
 from splatseg.segment import ExportAllConfig, SegmentConfig
 from splatseg.train.config import TrainConfig
@@ -27,6 +28,7 @@ def command_type(recon_default: ReconConfig | None = None):
         Annotated[TrainConfig, tyro.conf.subcommand("train", description=TrainConfig.__doc__)],
         Annotated[SegmentConfig, tyro.conf.subcommand("segment", description=SegmentConfig.__doc__)],
         Annotated[ExportAllConfig, tyro.conf.subcommand("export-all", description=ExportAllConfig.__doc__)],
+        Annotated[MeshConfig, tyro.conf.subcommand("mesh", description=MeshConfig.__doc__)],
         Annotated[ViewerConfig, tyro.conf.subcommand("view", description=ViewerConfig.__doc__)],
     ]
 
@@ -63,6 +65,11 @@ def dispatch(cmd) -> None:
         from splatseg.segment import print_summary, run_export_all
 
         print_summary(run_export_all(cmd))
+    elif isinstance(cmd, MeshConfig):
+        from splatseg.mesh_command import run_mesh
+        from splatseg.segment import print_summary
+
+        print_summary(run_mesh(cmd))
     elif isinstance(cmd, ViewerConfig):
         from splatseg.viewer.app import run_viewer
 
