@@ -22,7 +22,9 @@ and selection changes, latest request wins (`_LatestOnly`).
 
 Exports use `splatseg.export.export_ply` on the run's splats file: `RUN/exports/<name>.ply` (the
 selection) or `RUN/exports/<name>-rest.ply` (everything else), then the file is sent to the tab
-as a download.
+as a download. "Export mesh" fuses the selection into a vertex-coloured triangle mesh with
+`splatseg.mesh_command.mesh_mask` (the `splatseg mesh` defaults) and sends `RUN/exports/<name>.glb`
+the same way.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import viser
 from splatseg.data import load_scene
 from splatseg.export import export_ply
 from splatseg.io.ply import read_ply
+from splatseg.mesh_command import mesh_mask, run_splats
 from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, Selection
 from splatseg.run import Field, RunError, load_field
 from splatseg.semantics.clip import SemanticsError
@@ -190,6 +193,17 @@ class ViewerApp:
         tab.last_export = (out, count)
         return out, count
 
+    def export_mesh(self, client_id: int, name: str | None = None) -> tuple[Path, dict]:
+        """Meshes the tab's selection (`splatseg.mesh_command.mesh_mask`, default fusion options) into
+        RUN/exports/<name>.glb; returns (path, the summary `splatseg mesh` prints)."""
+        tab = self._tab(client_id)
+        mask = tab.session.mask
+        if mask is None:
+            raise QueryError("nothing is selected: click an object first")
+        out = self.exports_dir / f"{_safe_stem(name if name is not None else tab.gui['name'].value)}.glb"
+        summary = mesh_mask(self.field, run_splats(self.field), mask.copy(), out)
+        return out, summary
+
     def stop(self) -> None:
         self.server.stop()
         torch.set_num_threads(self._torch_threads)
@@ -267,6 +281,8 @@ class ViewerApp:
             g["name"] = gui.add_text("File name", f"selection-tab{tab.client.client_id}")
             g["export"] = gui.add_button("Export selection", icon=viser.Icon.DOWNLOAD)
             g["export_rest"] = gui.add_button("Export everything else", icon=viser.Icon.DOWNLOAD)
+            g["export_mesh"] = gui.add_button("Export mesh", icon=viser.Icon.CUBE,
+                                              hint="the selection as a vertex-coloured triangle mesh (.glb)")
             g["export_status"] = gui.add_markdown(f"Files go to `{self.exports_dir}` and to your browser.")
 
         def guarded(fn):
@@ -284,6 +300,7 @@ class ViewerApp:
         g["overlay"].on_update(guarded(lambda: self._overlay_changed(tab)))
         g["export"].on_click(guarded(lambda: self._export_from_gui(tab, invert=False)))
         g["export_rest"].on_click(guarded(lambda: self._export_from_gui(tab, invert=True)))
+        g["export_mesh"].on_click(guarded(lambda: self._export_mesh_from_gui(tab)))
         tab.client.camera.on_update(lambda _cam: self._camera_moved(tab))
 
     # ------------------------------------------------------------------ events
@@ -320,6 +337,18 @@ class ViewerApp:
             note.remove()
         tab.gui["export_status"].content = f"Exported **{rows:,}** Gaussians to `{out}`."
         tab.client.add_notification("Exported", f"{rows:,} Gaussians -> {out}", color="green", auto_close_seconds=6)
+
+    def _export_mesh_from_gui(self, tab: TabState) -> None:
+        note = tab.client.add_notification("Export mesh", f"Meshing the selection ({tab.session.count:,} Gaussians)...",
+                                           loading=True, with_close_button=False)
+        try:
+            out, summary = self.export_mesh(tab.client.client_id)
+            tab.client.send_file_download(out.name, out.read_bytes(), save_immediately=True)
+        finally:
+            note.remove()
+        text = f"{summary['vertices']:,} vertices, {summary['faces']:,} faces (voxel {summary['voxel_size']:.3g})"
+        tab.gui["export_status"].content = f"Exported a mesh of **{text}** to `{out}`."
+        tab.client.add_notification("Exported mesh", f"{text} -> {out}", color="green", auto_close_seconds=6)
 
     def _overlay_changed(self, tab: TabState) -> None:
         mode = tab.gui["overlay"].value
