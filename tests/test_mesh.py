@@ -296,3 +296,15 @@ def test_mesh_flags_match_segment_prompts():
                                      "--granularity", "part", "--threshold", "0.4", "--resolution", "96"])
     assert cfg.prompt.click == [("v", 1.0, 2.0)] and cfg.prompt.negative == [("v", 3.0, 4.0)]
     assert cfg.prompt.granularity == "part" and cfg.prompt.threshold == 0.4 and cfg.fusion.resolution == 96
+
+
+@pytest.mark.cuda
+def test_cuda_fusion_matches_cpu(sphere_mesh):
+    """The same fusion on CUDA tensors (the torch rasteriser's blend weights run there too)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    splats, cpu = sphere_mesh
+    gpu = mesh_selection(splats, np.ones(len(splats), bool), orbit_cameras(), OPTIONS, device="cuda")
+    r = np.linalg.norm(gpu.mesh.vertices, axis=1)
+    assert abs(r.mean() - 0.3) < 0.5 * gpu.voxel_size and gpu.mesh.is_watertight
+    assert abs(len(gpu.mesh.faces) - len(cpu.mesh.faces)) < 0.02 * len(cpu.mesh.faces)
