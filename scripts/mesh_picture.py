@@ -4,8 +4,8 @@ left, the mesh (vertex colours, head-light shading) on the right.
 The mesh is drawn by splatting dense surface samples into a z-buffer (no OpenGL needed on a
 headless machine); each sample takes its face's interpolated vertex colour.
 
-    python scripts/mesh_picture.py --mesh runs/maryrose.glb --data ../shared/data/maryrose \\
-        --views IMG_9669 IMG_9690 IMG_9715 --out docs/maryrose_mesh.png
+    python scripts/mesh_picture.py --mesh runs/mug.glb runs/box.glb --data runs/mesh_eval/scene_3 \\
+        --views view_000 view_013 --scale 2 --out docs/mesh_generated.png
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from splatseg.io.atomic import atomic_write
 
 @dataclass
 class Args:
-    mesh: Path
-    """Mesh file (.glb, .obj or .ply) in the scene's world frame."""
+    mesh: tuple[Path, ...]
+    """Mesh files (.glb, .obj or .ply) in the scene's world frame; several are drawn together."""
     data: Path
     """Scene directory whose cameras (and photos) to use."""
     out: Path
@@ -70,10 +70,12 @@ def _sample(mesh: trimesh.Trimesh, count: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 def main(args: Args) -> int:
-    mesh = trimesh.load(args.mesh, force="mesh", process=False)
-    if len(mesh.faces) == 0:
-        print(f"mesh_picture: error: {args.mesh} has no faces", file=sys.stderr)
+    meshes = [trimesh.load(path, force="mesh", process=False) for path in args.mesh]
+    empty = [str(path) for path, m in zip(args.mesh, meshes) if len(m.faces) == 0]
+    if not meshes or empty:
+        print(f"mesh_picture: error: no mesh given or no faces in {', '.join(empty)}", file=sys.stderr)
         return 2
+    mesh = trimesh.util.concatenate(meshes)
     scene = load_scene(args.data)
     cams = scene.cameras
     views = list(args.views) or [cams.names[i] for i in np.linspace(0, len(cams) - 1, 3).astype(int)]
