@@ -19,7 +19,6 @@ from splatseg.io.ply import read_ply
 from splatseg.mesh import MeshOptions, MeshResult, mesh_file_type, mesh_selection, write_mesh
 from splatseg.prompts import ClickPrompts
 from splatseg.run import Field, RunError, load_field
-from splatseg.train.trainer import resolve_device
 from splatseg.types import Cameras, Splats
 
 
@@ -90,6 +89,8 @@ def mesh_mask(fld: Field, splats: Splats, mask: np.ndarray, out: Path, options: 
 
 def run_mesh(cfg: MeshConfig) -> dict:
     """Selects, meshes, writes `cfg.out`, and returns the JSON summary printed last."""
+    from splatseg.train.trainer import resolve_device  # the trainer's rule for --device; imported late, it is heavy
+
     t0 = time.time()
     mesh_file_type(cfg.out)
     cfg.prompt.check()
