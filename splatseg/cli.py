@@ -18,6 +18,7 @@ import tyro
 from splatseg import errors
 from splatseg.demo import DemoConfig
 from splatseg.info import InfoConfig
+from splatseg.mesh_command import MeshConfig
 from splatseg.presets import preparse
 from splatseg.recon.config import ReconConfig, recon_defaults
 from splatseg.segment import ExportAllConfig, SegmentConfig
@@ -36,6 +37,7 @@ def command_type(recon_default: ReconConfig | None = None, train_default: TrainC
         Annotated[TrainConfig, train],
         Annotated[SegmentConfig, tyro.conf.subcommand("segment", description=SegmentConfig.__doc__)],
         Annotated[ExportAllConfig, tyro.conf.subcommand("export-all", description=ExportAllConfig.__doc__)],
+        Annotated[MeshConfig, tyro.conf.subcommand("mesh", description=MeshConfig.__doc__)],
         Annotated[ViewerConfig, tyro.conf.subcommand("view", description=ViewerConfig.__doc__)],
         Annotated[InfoConfig, tyro.conf.subcommand("info", description=InfoConfig.__doc__)],
     ]
@@ -70,6 +72,11 @@ def dispatch(cmd) -> None:
         from splatseg.segment import print_summary, run_export_all
 
         print_summary(run_export_all(cmd))
+    elif isinstance(cmd, MeshConfig):
+        from splatseg.mesh_command import run_mesh
+        from splatseg.segment import print_summary
+
+        print_summary(run_mesh(cmd))
     elif isinstance(cmd, ViewerConfig):
         from splatseg.viewer.app import run_viewer
 

@@ -21,7 +21,7 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("command", ["demo", "recon", "train", "segment", "export-all", "view", "info"])
+@pytest.mark.parametrize("command", ["demo", "recon", "train", "segment", "export-all", "mesh", "view", "info"])
 def test_every_command_documents_its_flags(command, capsys):
     code, out, _ = run_cli([command, "--help"], capsys)
     assert code == 0 and "usage" in out.lower() and "--" in out

@@ -6,8 +6,8 @@ clicks on an object (found by projecting objects' centres with the tab's camera 
 that is frontmost there), checks the server-side selection of that tab against the ground truth,
 Shift-clicks (negative), clears with the page's button, sees a text prompt refused (no CLIP
 weights), toggles the server-rendered overlay, opens a second tab whose selection stays separate
-and closes it again, and exports with the page's button (file on the server and download in the
-browser). Screenshots of the selected state go to test-artifacts/viewer_selected*.png.
+and closes it again, and exports with the page's buttons (the selection's PLY and its mesh as .glb:
+file on the server and download in the browser). Screenshots of the selected state go to test-artifacts/viewer_selected*.png.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trimesh
 from PIL import Image
 from conftest import require_tool
 from test_viewer import free_port, iou, make_handmade_run
@@ -198,6 +199,16 @@ def drive_viewer(browser, run: Path, obj: np.ndarray, min_iou: float, screenshot
         src = read_vertex_table(app.field.splats_path)
         assert np.array_equal(table.view(np.uint8).reshape(len(table), -1), src[sel.mask].view(np.uint8).reshape(len(table), -1))
         page.get_by_text(f"Exported {sel.count:,} Gaussians").first.wait_for(timeout=10_000)
+
+        # the selection as a mesh: a .glb on the server and in the browser, readable, where the object is
+        with page.expect_download(timeout=120_000) as download:
+            page.get_by_role("button", name="Export mesh").click()
+        glb = run / "exports" / f"selection-tab{cid}.glb"
+        assert download.value.suggested_filename == glb.name and Path(download.value.path()).read_bytes() == glb.read_bytes()
+        mesh = trimesh.load(glb, force="mesh", process=False)
+        means = read_ply(app.field.splats_path).means[sel.mask]
+        assert len(mesh.faces) > 0 and np.all(mesh.bounds[0] > means.min(0) - 0.1) and np.all(mesh.bounds[1] < means.max(0) + 0.1)
+        page.get_by_text(f"Exported a mesh of {len(mesh.vertices):,} vertices").first.wait_for(timeout=10_000)
         page.close()
     finally:
         app.stop()

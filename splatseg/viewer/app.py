@@ -27,6 +27,9 @@ a name that would write over one of the run's inputs is refused.
 
 Access: `viewer/server.py` starts viser with a Host / Origin check on every HTTP request and
 websocket handshake (loopback pages and --allow-origin only; HTTP 403 otherwise).
+"Export mesh" fuses the selection into a vertex-coloured triangle mesh with
+`splatseg.mesh_command.mesh_mask` (the `splatseg mesh` defaults) and sends `RUN/exports/<name>.glb`
+the same way.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from splatseg.data import load_scene
 from splatseg.data.placement import splats_in_world
 from splatseg.export import export_selection
 from splatseg.io.formats import OUTPUT_SUFFIXES
+from splatseg.mesh_command import mesh_mask, run_splats
 from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, Selection
 from splatseg.run import Field, RunError, load_field, refuse_writing_over, run_inputs
 from splatseg.semantics.clip import SemanticsError
@@ -209,6 +213,19 @@ class ViewerApp:
         tab.last_export = (out, count)
         return out, count
 
+    def export_mesh(self, client_id: int, name: str | None = None) -> tuple[Path, dict]:
+        """Meshes the tab's selection (`splatseg.mesh_command.mesh_mask`, default fusion options) into
+        RUN/exports/<name>.glb; returns (path, the summary `splatseg mesh` prints)."""
+        tab = self._tab(client_id)
+        mask = tab.session.mask
+        if mask is None:
+            raise QueryError("nothing is selected: click an object first")
+        out = self.exports_dir / f"{_safe_stem(name if name is not None else tab.gui['name'].value)}.glb"
+        refuse_writing_over(out, self.inputs, flag="export")
+        self.exports_dir.mkdir(parents=True, exist_ok=True)
+        summary = mesh_mask(self.field, run_splats(self.field), mask.copy(), out)
+        return out, summary
+
     def stop(self) -> None:
         self.server.stop()
         torch.set_num_threads(self._torch_threads)
@@ -288,6 +305,8 @@ class ViewerApp:
                                            hint=".ply copies the rows as they are; the others are compressed")
             g["export"] = gui.add_button("Export selection", icon=viser.Icon.DOWNLOAD)
             g["export_rest"] = gui.add_button("Export everything else", icon=viser.Icon.DOWNLOAD)
+            g["export_mesh"] = gui.add_button("Export mesh", icon=viser.Icon.CUBE,
+                                              hint="the selection as a vertex-coloured triangle mesh (.glb)")
             g["export_status"] = gui.add_markdown(f"Files go to `{self.exports_dir}` and to your browser.")
 
         def guarded(fn):
@@ -305,6 +324,7 @@ class ViewerApp:
         g["overlay"].on_update(guarded(lambda: self._overlay_changed(tab)))
         g["export"].on_click(guarded(lambda: self._export_from_gui(tab, invert=False)))
         g["export_rest"].on_click(guarded(lambda: self._export_from_gui(tab, invert=True)))
+        g["export_mesh"].on_click(guarded(lambda: self._export_mesh_from_gui(tab)))
         tab.client.camera.on_update(lambda _cam: self._camera_moved(tab))
 
     # ------------------------------------------------------------------ events
@@ -341,6 +361,18 @@ class ViewerApp:
             note.remove()
         tab.gui["export_status"].content = f"Exported **{rows:,}** Gaussians to `{out}`."
         tab.client.add_notification("Exported", f"{rows:,} Gaussians -> {out}", color="green", auto_close_seconds=6)
+
+    def _export_mesh_from_gui(self, tab: TabState) -> None:
+        note = tab.client.add_notification("Export mesh", f"Meshing the selection ({tab.session.count:,} Gaussians)...",
+                                           loading=True, with_close_button=False)
+        try:
+            out, summary = self.export_mesh(tab.client.client_id)
+            tab.client.send_file_download(out.name, out.read_bytes(), save_immediately=True)
+        finally:
+            note.remove()
+        text = f"{summary['vertices']:,} vertices, {summary['faces']:,} faces (voxel {summary['voxel_size']:.3g})"
+        tab.gui["export_status"].content = f"Exported a mesh of **{text}** to `{out}`."
+        tab.client.add_notification("Exported mesh", f"{text} -> {out}", color="green", auto_close_seconds=6)
 
     def _overlay_changed(self, tab: TabState) -> None:
         mode = tab.gui["overlay"].value
