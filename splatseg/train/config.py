@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from splatseg.data.virtual_views import VirtualViewsConfig
 
 
 @dataclass
 class TrainConfig:
-    """Train per-Gaussian mask features and K queries against a scene's 2D segments (geometry frozen)."""
+    """Train per-Gaussian mask features and K queries against a scene's 2D segments (geometry frozen).
+    Without --data, the splat file alone: views are made from the splats (RUN/views/)."""
 
-    data: Path
-    """Scene directory (transforms.json or COLMAP sparse/0 + images/)."""
     out: Path
     """Run directory to write (see README: run directory). An existing run is resumed when it matches."""
+    data: Path | None = None
+    """Scene directory (transforms.json or COLMAP sparse/0 + images/). Leave it out to train on a
+    splat file alone (--splats FILE): virtual views are rendered from the splats into RUN/views/."""
     splats: Path | None = None
-    """Trained 3DGS PLY aligned with the scene's cameras (default: DATA/splats.ply)."""
+    """Trained 3DGS PLY aligned with the scene's cameras (default: DATA/splats.ply); without --data,
+    the splat file to make selectable."""
+    virtual: VirtualViewsConfig = field(default_factory=VirtualViewsConfig)
+    """How the views are made when no --data is given (ignored with --data)."""
 
     segments: Path | None = None
     """Folder of 2D segments (<stem>.npz) to read, and to write missing ones into
@@ -76,8 +83,17 @@ class TrainConfig:
     """Show progress bars."""
 
     @property
+    def ply_only(self) -> bool:
+        """True when no photos are given: the views are made from the splats."""
+        return self.data is None
+
+    @property
     def splats_path(self) -> Path:
-        return self.splats if self.splats is not None else Path(self.data) / "splats.ply"
+        if self.splats is not None:
+            return self.splats
+        if self.data is None:
+            raise ValueError("give --data SCENE (posed photos), or --splats FILE alone to train on a splat file without photos")
+        return Path(self.data) / "splats.ply"
 
     def as_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

@@ -136,15 +136,43 @@ def _check_resume(ckpt: dict, identity: dict, out: Path) -> None:
             raise RunError(f"{out} holds a run with a different {key}; choose another --out or delete it")
 
 
+def make_virtual_views(cfg: TrainConfig) -> tuple[Splats, Path, dict]:
+    """PLY-only runs: (splats, RUN/views, run.json keys) after making or reusing the virtual views;
+    prints the one-line note that no photos were given."""
+    from splatseg.data.virtual_views import ensure_virtual_scene
+    from splatseg.io.splat_input import load_splats
+
+    if not Path(cfg.splats_path).is_file():
+        raise FileNotFoundError(f"splats file {cfg.splats_path} not found")
+    splats = load_splats(cfg.splats_path)
+    if len(splats) == 0:
+        raise ValueError(f"{cfg.splats_path} has no Gaussians")
+    views_dir = Path(cfg.out) / "views"
+    identity = {"splats": str(Path(cfg.splats_path).resolve()), "splats_sha256": file_sha256(cfg.splats_path)}
+    report, reused = ensure_virtual_scene(splats, views_dir, cfg.virtual, identity, progress=cfg.progress)
+    how = "reusing" if reused else "made"
+    print(f"no photos given: {how} {report['views']} virtual views ({report['kind']}, {report['width']}x{report['height']}, "
+          f"coverage {report['coverage']:.3f}) of {cfg.splats_path} in {views_dir}", flush=True)
+    return splats, views_dir, {"ply_only": True, "virtual_views": report}
+
+
 def train(cfg: TrainConfig) -> Path:
-    """Runs segments (if missing) -> training -> lifting; writes and returns the run directory."""
+    """Runs segments (if missing) -> training -> lifting; writes and returns the run directory.
+    Without `cfg.data`, virtual views of the splats are made first (`RUN/views/`, see
+    `splatseg.data.virtual_views`) and training reads them as its scene."""
     t0 = time.time()
     device = resolve_device(cfg.device)
-    scene: Scene = load_scene(cfg.data)
+    splats = None
+    if cfg.ply_only:
+        splats, scene_dir, ply_only_info = make_virtual_views(cfg)
+    else:
+        scene_dir, ply_only_info = Path(cfg.data), {"ply_only": False}
+    scene: Scene = load_scene(scene_dir)
     splats_path = cfg.splats_path
     if not Path(splats_path).is_file():
         raise FileNotFoundError(f"splats file {splats_path} not found (pass --splats, or run `splatseg recon` first)")
-    splats: Splats = read_ply(splats_path)
+    if splats is None:
+        splats = read_ply(splats_path)
     n = len(splats)
     if n == 0:
         raise ValueError(f"{splats_path} has no Gaussians")
@@ -241,6 +269,7 @@ def train(cfg: TrainConfig) -> Path:
         "segments_seconds": round(segments_seconds, 2),
         "train_seconds": round(train_seconds, 2),
         "config": cfg.as_json(),
+        **ply_only_info,
     }
     write_json(out / "run.json", info)
     return out
