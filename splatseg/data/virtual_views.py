@@ -75,7 +75,7 @@ ROOM_ENCLOSURE = 0.85
 """A room's interior point sees surfaces in at least this fraction of the directions around it."""
 ROOM_HIDDEN_MASS = 0.03
 """...and its interior probes see at least this fraction of the opaque core that no outside probe sees."""
-TARGET_FOOTPRINT_PX = 0.8
+TARGET_FOOTPRINT_PX = 1.4
 """Median Gaussian footprint (geometric mean of the two largest standard deviations) in pixels."""
 MIN_SIDE, MAX_SIDE = 128, 512
 """Bounds of the automatic long image side."""
@@ -95,7 +95,7 @@ class VirtualViewsConfig:
 
     kind: Literal["auto", "object", "room"] = "auto"
     """'object': orbits outside-in; 'room': views from inside looking out and across; 'auto' decides
-    from the splats (which probe set sees more of the scene)."""
+    from the splats (a room encloses its interior and hides things from an outside orbit)."""
     num_views: int = 0
     """Number of views before coverage top-up; 0 picks it from the number of Gaussians."""
     max_side: int = 0
@@ -104,6 +104,12 @@ class VirtualViewsConfig:
     """Horizontal field of view of every virtual camera (degrees); images are 4:3."""
     up: tuple[float, float, float] | None = None
     """World up direction (e.g. 0 0 1); default: estimated from the splats."""
+    frame_quantile: float = 0.9
+    """Orbit cameras frame this opacity-weighted fraction of the scene's core (1: the whole robust
+    box); less puts the objects larger in the frame and leaves the outskirts of a support to
+    the views that face them."""
+    min_elevation_deg: float = 8.0
+    """Lowest orbit elevation above a support plane (degrees): lower views see an object's base edge-on."""
     planning_side: int = 64
     """Long side (pixels) of the low-resolution probe renders used to choose and check cameras."""
     max_extra_views: float = 0.25
@@ -123,6 +129,8 @@ class SceneFrame:
     support_height: float  # its height along `up` (box bottom when there is none)
     floaters: int  # opaque Gaussians dropped by the density test
     outside_box: int  # opaque dense Gaussians outside the box (far background, stray splats)
+    sample: np.ndarray  # [S, 3] up to 20k core centres (framing statistics)
+    sample_weights: np.ndarray  # [S] their opacities
 
     @property
     def centre(self) -> np.ndarray:
@@ -255,9 +263,11 @@ def robust_frame(splats: Splats, up: tuple[float, float, float] | None = None) -
     peak = int(np.argmax(smooth))
     peak_h = 0.5 * (bins[peak] + bins[peak + 1])
     support = bool(smooth[peak] >= SUPPORT_MIN_MASS * area.sum() and peak_h <= h_lo + 0.2 * span)
+    pick = np.flatnonzero(inside)
+    pick = pick[np.random.default_rng(0).permutation(len(pick))[:20000]]
     return SceneFrame(core=inside, lo=lo, hi=hi, up=up_vec, footprint=footprint, support=support,
                       support_height=float(peak_h if support else h_lo), floaters=floaters,
-                      outside_box=int((dense & ~inside).sum()))
+                      outside_box=int((dense & ~inside).sum()), sample=means[pick], sample_weights=op[pick])
 
 
 # ---------------------------------------------------------------------------- cameras
@@ -289,15 +299,20 @@ def intrinsics(side: int, fov_deg: float) -> tuple[np.ndarray, int, int]:
     return np.array([[fx, 0.0, width / 2], [0.0, fx, height / 2], [0.0, 0.0, 1.0]]), width, height
 
 
-def fit_distance(corners: np.ndarray, target: np.ndarray, direction: np.ndarray, up: np.ndarray, fov_deg: float, margin: float = 0.05) -> float:
-    """Smallest distance along `direction` (unit, target -> camera) from which every corner [8, 3]
-    projects inside a 4:3 image of horizontal fov `fov_deg` with `margin` to spare."""
+def fit_distance(points: np.ndarray, target: np.ndarray, direction: np.ndarray, up: np.ndarray, fov_deg: float, margin: float = 0.05,
+                 weights: np.ndarray | None = None, quantile: float = 1.0) -> float:
+    """Smallest distance along `direction` (unit, target -> camera) from which `points` [P, 3]
+    project inside a 4:3 image of horizontal fov `fov_deg` with `margin` to spare: all of them
+    (`quantile` 1), or that weighted fraction of them."""
     tan_x = math.tan(math.radians(fov_deg) / 2) * (1 - margin)
     tan_y = tan_x / ASPECT
     R = look_at(target + direction, target, up)[:3, :3]
-    rel = (corners - target) @ R.T  # camera axes; the camera sits at -t along its z
+    rel = (points - target) @ R.T  # camera axes; the camera sits at -t along its z
     t = np.maximum(np.abs(rel[:, 0]) / tan_x, np.abs(rel[:, 1]) / tan_y) - rel[:, 2]
-    return float(max(t.max(), 1e-6))
+    if quantile >= 1.0:
+        return float(max(t.max(), 1e-6))
+    w = np.ones(len(t)) if weights is None else weights
+    return float(max(weighted_quantile(t, w, quantile), 1e-6))
 
 
 def fibonacci_directions(count: int, up: np.ndarray, min_elev_deg: float, max_elev_deg: float) -> np.ndarray:
@@ -454,13 +469,22 @@ def _room_directions(up: np.ndarray, offset_deg: float) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------- planning
 
 
-def _object_candidates(frame: SceneFrame, count: int, fov_deg: float) -> tuple[list[np.ndarray], np.ndarray]:
-    """Orbit poses (viewmats) around the box and their unit directions [M, 3] (target -> camera)."""
-    band = (8.0, 70.0) if frame.support else (-70.0, 70.0)
+def _object_candidates(frame: SceneFrame, count: int, fov_deg: float, min_elevation_deg: float = 8.0,
+                       quantile: float = 1.0) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
+    """Orbit poses (viewmats) around the box, their unit directions [M, 3] (target -> camera), and
+    the same poses at the distance that fits the whole box (where a tighter one is blocked).
+    `quantile` < 1 frames that opacity-weighted fraction of the core's centres (FRAME_QUANTILE)."""
+    band = (min_elevation_deg, 70.0) if frame.support else (-70.0, 70.0)
     dirs = fibonacci_directions(count, frame.up, *band)
     corners, target = frame.corners(), frame.centre
-    poses = [look_at(target + fit_distance(corners, target, d, frame.up, fov_deg) * d, target, frame.up) for d in dirs]
-    return poses, dirs
+    poses, whole = [], []
+    for d in dirs:
+        t_box = fit_distance(corners, target, d, frame.up, fov_deg)
+        t = t_box if quantile >= 1.0 else min(t_box, fit_distance(frame.sample, target, d, frame.up, fov_deg,
+                                                                  weights=frame.sample_weights, quantile=quantile))
+        poses.append(look_at(target + t * d, target, frame.up))
+        whole.append(look_at(target + t_box * d, target, frame.up))
+    return poses, dirs, whole
 
 
 def pulled_in(viewmat: np.ndarray, target: np.ndarray, fraction: float) -> np.ndarray:
@@ -508,7 +532,7 @@ def classify(splats: Splats, frame: SceneFrame, params: dict, cfg: VirtualViewsC
     that only the interior probes see (`seen_only_inside`: what the walls hide from outside).
     A tabletop is not enclosed; a closed hollow object is, but hides nothing from outside."""
     weights = np.where(frame.core, splats.opacities, 0.0).astype(np.float64)
-    poses, _ = _object_candidates(replace(frame, support=False), 12, 60.0)
+    poses, _, _ = _object_candidates(replace(frame, support=False), 12, 60.0)
     Ko, wo, ho = intrinsics(cfg.planning_side, 60.0)
     outside = np.zeros(len(splats), bool)
     for vm in poses:
@@ -561,7 +585,7 @@ def plan_views(splats: Splats, cfg: VirtualViewsConfig | None = None, progress: 
     weights = np.where(frame.core, splats.opacities, 0.0).astype(np.float64)
     if kind == "object":
         fov = cfg.fov_deg
-        poses, axes = _object_candidates(frame, 2 * views, fov)
+        poses, axes, whole = _object_candidates(frame, 2 * views, fov, cfg.min_elevation_deg, cfg.frame_quantile)
         points = None
     else:
         fov = max(cfg.fov_deg, 75.0)  # a wider lens inside a room sees across it
@@ -574,6 +598,10 @@ def plan_views(splats: Splats, cfg: VirtualViewsConfig | None = None, progress: 
         # inside a room the walls may be nearer than an orbit's limit: half the position's clearance
         limit = near_limit if kind == "object" else min(near_limit, 0.5 * float(clear[j]))
         pr = probe(params, poses[j], Kp, wp, hp, limit)
+        if kind == "object" and pr.near_fraction > NEAR_MAX_PIXELS and whole[j] is not poses[j]:
+            pr_whole = probe(params, whole[j], Kp, wp, hp, near_limit)  # the tight framing came too close
+            if pr_whole.near_fraction <= NEAR_MAX_PIXELS:
+                poses[j], pr = whole[j], pr_whole
         if kind == "object" and pr.near_fraction > NEAR_MAX_PIXELS:
             # something (background, a floater cloud) sits in front of the orbit: move in along the ray
             for f in (0.8, 0.65, 0.5, 0.35):
