@@ -16,8 +16,11 @@ A click costs one [K, D] product and one pass over N bytes.
 A 3D point prompt (`Point`, world coordinates of the splats) means the object whose surface is at or
 nearest to the point: `SurfaceIndex.snap` moves it to the nearest opaque Gaussian (refused when it
 lies outside the scene's bounds, or farther than a tolerance relative to the scene's size from every
-surface and not enclosed by surfaces, as inside a hollow object); the lifted scores of the Gaussians around that surface point, weighted by opacity and
-distance, play the part of a click's logits (`pick_query_at_gaussians`).
+surface and not enclosed by surfaces, as it is inside a hollow object); the lifted scores of the
+Gaussians around that surface point, weighted by opacity and distance, play the part of a click's
+logits (`pick_query_at_gaussians`). Projecting the point into the views where it passes a depth
+test and taking the clicked-pixel path picked the same query on every prompt of
+scripts/eval_plyonly.py (70 of 70), so the neighbourhood answer, which needs no rendering, is used.
 """
 
 from __future__ import annotations
@@ -190,6 +193,7 @@ ENCLOSED_TOLERANCE = 0.25
 hollow object: rays from it meet a surface in at least `ENCLOSED_FRACTION` of the directions) and
 the nearest surface is within this fraction of the scene's size."""
 ENCLOSED_FRACTION = 0.9
+"""Fraction of ray directions that must meet a surface for a point to count as enclosed."""
 SURFACE_MIN_OPACITY = 0.3
 """Gaussians at least this opaque make up the surfaces that point prompts snap to."""
 POINT_NEIGHBOURS = 16

@@ -775,11 +775,12 @@ def read_views_report(root: Path) -> dict | None:
         return None
 
 
-def ensure_virtual_scene(splats: Splats, root: Path, cfg: VirtualViewsConfig, identity: dict, progress: bool = True) -> tuple[dict, bool]:
+def ensure_virtual_scene(splats: Splats, root: Path, cfg: VirtualViewsConfig, identity: dict, progress: bool = True,
+                         extra_info: dict | None = None) -> tuple[dict, bool]:
     """The virtual scene directory at `root` for these splats: made (plan + render + write) when
     missing, reused when its views.json records the same `identity` (e.g. the splats' SHA-256) and
-    the same `cfg`. Returns (report, reused); VirtualViewsError when `root` holds views of other
-    splats or settings."""
+    the same `cfg`. `extra_info` is recorded too but not compared (e.g. the file's path). Returns
+    (report, reused); VirtualViewsError when `root` holds views of other splats or settings."""
     root = Path(root)
     wanted = json.loads(json.dumps(asdict(cfg)))
     if root.exists():
@@ -793,5 +794,5 @@ def ensure_virtual_scene(splats: Splats, root: Path, cfg: VirtualViewsConfig, id
             raise VirtualViewsError(f"{root} holds views made with other --virtual settings; choose another --out or delete it")
         return report, True
     plan = plan_views(splats, cfg, progress=progress)
-    write_virtual_scene(splats, plan, root, extra_info=identity, progress=progress)
+    write_virtual_scene(splats, plan, root, extra_info={**identity, **(extra_info or {})}, progress=progress)
     return read_views_report(root) or plan.report, False

@@ -148,8 +148,9 @@ def make_virtual_views(cfg: TrainConfig) -> tuple[Splats, Path, dict]:
     if len(splats) == 0:
         raise ValueError(f"{cfg.splats_path} has no Gaussians")
     views_dir = Path(cfg.out) / "views"
-    identity = {"splats": str(Path(cfg.splats_path).resolve()), "splats_sha256": file_sha256(cfg.splats_path)}
-    report, reused = ensure_virtual_scene(splats, views_dir, cfg.virtual, identity, progress=cfg.progress)
+    identity = {"splats_sha256": file_sha256(cfg.splats_path)}
+    report, reused = ensure_virtual_scene(splats, views_dir, cfg.virtual, identity, progress=cfg.progress,
+                                          extra_info={"splats": str(Path(cfg.splats_path).resolve())})
     how = "reusing" if reused else "made"
     print(f"no photos given: {how} {report['views']} virtual views ({report['kind']}, {report['width']}x{report['height']}, "
           f"coverage {report['coverage']:.3f}) of {cfg.splats_path} in {views_dir}", flush=True)
