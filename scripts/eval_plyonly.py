@@ -268,6 +268,35 @@ def evaluate_real(data: Path, splats: Path, out: Path, threshold: float, iterati
     return summary
 
 
+def bench_time(out: Path, seed: int, repeats: int, iterations: int) -> dict:
+    """Train time side by side: photo-based and PLY-only runs of one scene, alternating, each in a
+    fresh folder (segments and views made anew), `repeats` times; returns wall/CPU sums and ratios."""
+    import shutil
+    import tempfile
+
+    scene = out / f"scene_{seed}"
+    if not scene.exists():
+        generate(scene, SyntheticConfig(seed=seed), progress=False)
+    sums = {"photo": {"wall_s": 0.0, "cpu_s": 0.0}, "ply": {"wall_s": 0.0, "cpu_s": 0.0}}
+    for r in range(repeats):
+        for kind in ("photo", "ply"):
+            with tempfile.TemporaryDirectory(dir=out) as tmp:
+                tmp = Path(tmp)
+                if kind == "photo":
+                    cfg = TrainConfig(data=scene, segments=tmp / "segments", out=tmp / "run", iterations=iterations,
+                                      holdout_every=HOLDOUT_EVERY, progress=False)
+                else:
+                    cfg = TrainConfig(splats=scene / "splats.ply", out=tmp / "run", iterations=iterations, progress=False)
+                _, t = timed_train(cfg)
+                shutil.rmtree(tmp / "run", ignore_errors=True)
+            print(f"repeat {r}: {kind:<5} wall {t['wall_s']:.1f} s, cpu {t['cpu_s']:.1f} s", flush=True)
+            for k in ("wall_s", "cpu_s"):
+                sums[kind][k] += t[k]
+    ratio = {k: sums["ply"][k] / sums["photo"][k] for k in ("wall_s", "cpu_s")}
+    print(f"PLY-only / photo-based train time, {repeats} alternating pairs: wall {ratio['wall_s']:.2f}x, cpu {ratio['cpu_s']:.2f}x")
+    return {"sums": sums, "ratio": ratio}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="working folder (scenes and runs are kept and reused)")
@@ -279,11 +308,16 @@ def main() -> int:
     ap.add_argument("--real-splats", type=Path, help="a real capture's splat file: evaluate the PLY-only path on it alone")
     ap.add_argument("--real-data", type=Path, help="the capture's scene (cameras + gt_mask_path masks) used only to score")
     ap.add_argument("--picture", type=Path, help="with --real-*: write a picture of the selection here")
+    ap.add_argument("--bench-seed", type=int, help="only time photo-based vs PLY-only training on this seed's scene, alternating")
+    ap.add_argument("--repeats", type=int, default=2, help="with --bench-seed: alternating pairs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.bench_seed is not None:
+        bench_time(out, args.bench_seed, args.repeats, args.iterations)
+        return 0
     if args.real_splats is not None or args.real_data is not None:
         if args.real_splats is None or args.real_data is None:
             ap.error("--real-splats and --real-data go together")
