@@ -190,3 +190,24 @@ def test_clicks_in_chromium_on_a_plyonly_run(browser, plyonly, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)  # exports/ stay out of the module's run
     drive_viewer(browser, copy, gt.object_id, min_iou=0.6, screenshot="viewer_selected_plyonly.png", exact_negative=False)
+
+
+@pytest.mark.slow
+def test_sam_segments_the_made_up_views_when_asked(tiny_scene, tmp_path, monkeypatch):
+    """`--mask-source sam` on a PLY-only run: SAM (a tiny random one, no weights here) segments the
+    renders, and the run records it."""
+    from test_segments import tiny_sam
+
+    import splatseg.train.segments_stage as stage
+    from splatseg.data.virtual_views import VirtualViewsConfig
+    from splatseg.segments.sam import SamConfig, SamSource
+    from splatseg.train import TrainConfig, train
+
+    cfg = SamConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.95, min_segment_fraction=0.0)
+    asked = []
+    monkeypatch.setattr(stage, "make_source", lambda name, **kw: asked.append(name) or SamSource(cfg, model=tiny_sam()))
+    run = train(TrainConfig(splats=tiny_scene / "splats.ply", out=tmp_path / "run", mask_source="sam", iterations=20, progress=False,
+                            virtual=VirtualViewsConfig(num_views=6, max_side=64)))
+    info = json.loads((run / "run.json").read_text())
+    assert asked == ["sam"] and info["ply_only"] and info["segments_model"].startswith("sam-vit_h")
+    assert len(list((run / "views" / "segments").glob("*.npz"))) == info["virtual_views"]["views"]
