@@ -6,6 +6,7 @@ and held-out views when the run held some out).
 
     python scripts/eval_foreground.py --data ../shared/data/maryrose --run runs/maryrose_run
     python scripts/eval_foreground.py --data SCENE --run RUN --click IMG_9669 140 150 --json out.json
+    python scripts/eval_foreground.py --data SCENE --run PLY_ONLY_RUN   # default prompt as a 3D point
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tyro
 
 from splatseg.evaluate import evaluate_foreground
 from splatseg.io.atomic import atomic_write
-from splatseg.query import DEFAULT_THRESHOLD, Click, Granularity
+from splatseg.query import DEFAULT_THRESHOLD, Click, Granularity, Point
 
 
 @dataclass
@@ -30,7 +31,10 @@ class Args:
     run: Path
     """Run directory trained on that scene."""
     click: tuple[str, float, float] | None = None
-    """STEM X Y; default: the pixel deepest inside the first view's ground-truth mask."""
+    """STEM X Y; default: the pixel deepest inside the first view's ground-truth mask (given as the
+    3D point under it when the run does not know that view: a PLY-only run)."""
+    point: tuple[float, float, float] | None = None
+    """X Y Z: a 3D point prompt in the splats' world coordinates instead of a click."""
     granularity: Granularity = "whole"
     """Click granularity."""
     threshold: float = DEFAULT_THRESHOLD
@@ -43,12 +47,17 @@ class Args:
 
 def main(args: Args) -> int:
     click = Click(*args.click) if args.click else None
+    point = Point(*args.point) if args.point else None
     try:
-        click, sel, rows = evaluate_foreground(args.data, args.run, click, args.threshold, args.granularity)
+        prompt, sel, rows = evaluate_foreground(args.data, args.run, click, args.threshold, args.granularity, point)
     except (ValueError, FileNotFoundError) as e:
         print(f"eval_foreground: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
-    print(f"click {click.stem} ({click.x:.1f}, {click.y:.1f}) -> {sel.count} of {len(sel.mask)} Gaussians selected")
+    if isinstance(prompt, Click):
+        what = f"click {prompt.stem} ({prompt.x:.1f}, {prompt.y:.1f})"
+    else:
+        what = f"point ({prompt.x:.4g}, {prompt.y:.4g}, {prompt.z:.4g})"
+    print(f"{what} -> {sel.count} of {len(sel.mask)} Gaussians selected")
     if args.per_view:
         print(f"{'view':<14} {'held-out':>8} {'IoU':>7} {'acc':>7} {'bIoU':>7}")
         for r in rows:
@@ -64,7 +73,7 @@ def main(args: Args) -> int:
         print(f"{name:<16} {m['views']:>6} {m['mIoU']:>7.3f} {m['mAcc']:>7.3f} {m['boundary_mIoU']:>7.3f}")
     if args.json:
         with atomic_write(args.json) as f:
-            f.write(json.dumps({"click": asdict(click), "selected": sel.count, "summary": summary,
+            f.write(json.dumps({("click" if isinstance(prompt, Click) else "point"): asdict(prompt), "selected": sel.count, "summary": summary,
                                 "views": [asdict(r) for r in rows]}, indent=2).encode())
     return 0
 

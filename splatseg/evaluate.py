@@ -115,14 +115,36 @@ class ForegroundRow:
     boundary_iou: float
 
 
+def surface_point(params: dict, cameras: Cameras, i: int, x: float, y: float) -> np.ndarray:
+    """World point [3] on the surface the splats render under pixel (x, y) of camera i (its
+    expected depth there, back-projected); QueryError when the pixel is empty."""
+    from splatseg.query import QueryError
+
+    n = params["means"].shape[0]
+    with torch.no_grad():
+        out = render(params["means"], params["quats"], params["scales"], params["opacities"], params["means"].new_zeros(n, 1),
+                     torch.from_numpy(cameras.viewmats[i : i + 1]).float(), torch.from_numpy(cameras.Ks[i : i + 1]).float(),
+                     int(cameras.widths[i]), int(cameras.heights[i]))
+    row, col = int(y), int(x)
+    if float(out.alphas[0, row, col, 0]) < 0.5:
+        raise QueryError(f"pixel ({x}, {y}) of {cameras.names[i]!r} shows no surface of the splats")
+    z = float(out.depths[0, row, col, 0])
+    K = cameras.Ks[i]
+    cam = np.array([(x - K[0, 2]) / K[0, 0] * z, (y - K[1, 2]) / K[1, 1] * z, z, 1.0])
+    return (cameras.camtoworlds[i] @ cam)[:3]
+
+
 def evaluate_foreground(scene_dir: Path, run_dir: Path, click: Click | None = None, threshold: float = 0.3,
-                        granularity: str = "whole") -> tuple[Click, Selection, list[ForegroundRow]]:
-    """NVOS / SPIn-NeRF protocol on a scene whose frames carry `gt_mask_path`: one click (default:
-    the pixel deepest inside the first view's mask) -> selection -> rendered in every view ->
-    IoU, pixel accuracy and boundary IoU against the mask, per view."""
+                        granularity: str = "whole", point=None) -> tuple:
+    """NVOS / SPIn-NeRF protocol on a scene whose frames carry `gt_mask_path`: one prompt ->
+    selection -> rendered in every view -> IoU, pixel accuracy and boundary IoU against the mask,
+    per view. The prompt is `click`, or a 3D `point` (`splatseg.query.Point`), or by default the
+    pixel deepest inside the first view's mask: clicked there when the run knows that view, else
+    (a PLY-only run, trained on views made from the splats) lifted to 3D through the depth the
+    splats render there and given as a point. Returns (prompt, selection, rows)."""
     from splatseg.io.images import load_mask
     from splatseg.metrics import accuracy, boundary_iou
-    from splatseg.query import QueryError
+    from splatseg.query import QueryError, SurfaceIndex, select_by_points
 
     from splatseg.data.undistort import cache_entries, photo_pixels_to_run, undistort_mask
 
@@ -145,16 +167,25 @@ def evaluate_foreground(scene_dir: Path, run_dir: Path, click: Click | None = No
         if click is not None:
             click = Click(*photo_pixels_to_run(undistortion, [(click.stem, click.x, click.y)])[0], click.positive)
     cams = scene.cameras
-    if click is None:
+    splats = splats_in_world(fld.splats_path, fld.info.get("splats_transform"))  # the cameras' frame
+    params = splats.torch_params()
+    if click is None and point is None:
         xy = choose_click(masks[0].astype(np.int32), 1)
         if xy is None:
             raise QueryError(f"the ground-truth mask of {cams.names[0]!r} is empty: pass a click")
-        click = Click(cams.names[0], *xy)
-    sel = select_by_clicks(fld, [click], granularity, threshold)
-    params = splats_in_world(fld.splats_path, fld.info.get("splats_transform")).torch_params()
+        if cams.names[0] in fld.view_names:
+            click = Click(cams.names[0], *xy)
+        else:
+            from splatseg.query import Point
+
+            point = Point(*surface_point(params, cams, 0, *xy).tolist())
+    if click is not None:
+        sel = select_by_clicks(fld, [click], granularity, threshold)
+    else:
+        sel = select_by_points(fld, SurfaceIndex.build(splats.means, splats.opacities), [point], granularity, threshold)
     heldout = set(fld.info.get("heldout_views", []))
     rows = []
     for i, name in enumerate(cams.names):
         pred = render_selection(params, sel.mask, cams, i)
         rows.append(ForegroundRow(name, name in heldout, iou(pred, masks[i]), accuracy(pred, masks[i]), boundary_iou(pred, masks[i])))
-    return click, sel, rows
+    return (click if click is not None else point), sel, rows

@@ -17,7 +17,8 @@ import tyro
 from splatseg.data import load_scene
 from splatseg.data.placement import splats_in_world
 from splatseg.mesh import MeshOptions, MeshResult, mesh_file_type, mesh_selection, write_mesh
-from splatseg.prompts import ClickPrompts
+from splatseg.prompts import Prompts, select
+from splatseg.query import QueryError
 from splatseg.run import Field, RunError, load_field, refuse_writing_over, run_inputs
 from splatseg.types import Cameras, Splats
 
@@ -31,7 +32,7 @@ class MeshConfig:
     """Run directory written by `splatseg train`."""
     out: Path
     """Mesh file to write: .glb (binary glTF), .obj or .ply; the splats' world frame and units."""
-    prompt: Annotated[ClickPrompts, tyro.conf.OmitArgPrefixes] = field(default_factory=ClickPrompts)
+    prompt: Annotated[Prompts, tyro.conf.OmitArgPrefixes] = field(default_factory=Prompts)
     """The object to mesh."""
     fusion: Annotated[MeshOptions, tyro.conf.OmitArgPrefixes] = field(default_factory=MeshOptions)
     """How depth and colour are fused."""
@@ -99,7 +100,9 @@ def run_mesh(cfg: MeshConfig) -> dict:
     device = str(resolve_device(cfg.device))
     fld = load_field(cfg.run)
     refuse_writing_over(cfg.out, run_inputs(fld))
-    sel = cfg.prompt.select(fld)
+    sel = select(fld, cfg.prompt)
+    if not sel.mask.any():
+        raise QueryError("the selection is empty (try a lower --threshold or another click)")
     summary = mesh_mask(fld, run_splats(fld), sel.mask, cfg.out, cfg.fusion, device, cfg.progress)
     summary["queries"] = sel.queries
     summary["seconds"] = round(time.time() - t0, 3)

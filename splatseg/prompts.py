@@ -1,9 +1,11 @@
-"""Click prompts as command-line flags, and the selection they make: one dataclass shared by the
-commands that select an object (`mesh`; `segment` has the same flags), so a new kind of prompt is
-added in one place.
+"""The prompt flags every selecting command shares (`segment`, and `mesh` or anything else that
+picks an object), and their answer over a trained run.
 
-Flags (tyro, prefix omitted where the dataclass is nested): `--click STEM X Y` (repeatable),
-`--negative STEM X Y` (repeatable), `--granularity whole|part`, `--threshold T`.
+Prompts are clicks in a view's pixels (`--click STEM X Y`, `--negative STEM X Y`), 3D points in the
+splats' world coordinates (`--point X Y Z`, `--negative-point X Y Z`; FORMATS.md), which may be
+mixed, or one sentence (`--text`, alone). Embed `Prompts` in a tyro config as
+`Annotated[Prompts, tyro.conf.OmitArgPrefixes]` so the flags keep these names, then call
+`select(fld, prompts)`.
 """
 
 from __future__ import annotations
@@ -11,42 +13,110 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
+import numpy as np
 import tyro
 
-from splatseg.query import DEFAULT_THRESHOLD, Click, Granularity, QueryError, Selection, select_by_clicks
+from splatseg.query import (
+    CANONICAL_NEGATIVES,
+    DEFAULT_THRESHOLD,
+    Click,
+    Granularity,
+    Point,
+    QueryError,
+    Selection,
+    SurfaceIndex,
+    combine,
+    pick_query,
+    pixel_feature,
+    query_for_point,
+    select_by_text,
+)
 from splatseg.run import Field
 
 ClickArg = Annotated[list[tuple[str, float, float]], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="STEM X Y")]
-"""A repeatable STEM X Y flag."""
+PointArg = Annotated[list[tuple[float, float, float]], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="X Y Z")]
 
 
 @dataclass
-class ClickPrompts:
-    """Point prompts in the run's images (FORMATS.md: pixel coordinates of the image named by its stem)."""
+class Prompts:
+    """What to select: clicks and/or 3D points, or a sentence."""
 
     click: ClickArg = field(default_factory=list)
     """Positive click: STEM X Y in pixels of that image (origin top-left, x right, y down). Repeatable."""
     negative: ClickArg = field(default_factory=list)
     """Negative click (STEM X Y): removes what lies under it. Repeatable."""
+    point: PointArg = field(default_factory=list)
+    """Positive 3D point X Y Z in the splats' world coordinates: the object whose surface is at or
+    nearest to it (a point off the surface snaps to the nearest one within 5% of the scene size).
+    Works for every run, with or without photos; may be mixed with --click."""
+    negative_point: PointArg = field(default_factory=list)
+    """Negative 3D point X Y Z: removes the part whose surface is nearest to it."""
+    text: str | None = None
+    """A sentence instead of clicks and points (needs a run trained with --clip-pretrained)."""
     granularity: Granularity = "whole"
-    """'whole' selects the object under the click, 'part' the part of it."""
+    """'whole' selects the object under the prompt, 'part' the part of it."""
     threshold: float = DEFAULT_THRESHOLD
     """Lifted score in [0, 1] above which a Gaussian is selected."""
 
+    @property
     def clicks(self) -> list[Click]:
         return [Click(s, x, y, True) for s, x, y in self.click] + [Click(s, x, y, False) for s, x, y in self.negative]
 
+    @property
+    def points(self) -> list[Point]:
+        return [Point(*p, positive=True) for p in self.point] + [Point(*p, positive=False) for p in self.negative_point]
+
     def check(self) -> None:
-        """QueryError (one line) for prompts that cannot be answered whatever the run."""
-        if not self.click:
-            raise QueryError("give at least one --click STEM X Y")
+        """QueryError (one line) for a prompt set that cannot be answered."""
+        spatial = self.click or self.point
+        if self.text is None and not spatial:
+            raise QueryError("give at least one --click STEM X Y or --point X Y Z, or --text")
+        if self.text is not None and (spatial or self.negative or self.negative_point):
+            raise QueryError("give either --click / --point or --text, not both")
         if not 0.0 <= self.threshold <= 1.0:
             raise QueryError(f"--threshold must lie in [0, 1], got {self.threshold}")
 
-    def select(self, fld: Field) -> Selection:
-        """The selection these prompts make in a trained field; QueryError when it is empty."""
-        self.check()
-        sel = select_by_clicks(fld, self.clicks(), self.granularity, self.threshold)
-        if not sel.mask.any():
-            raise QueryError("the selection is empty (try a lower --threshold or another click)")
-        return sel
+
+def run_text_encoder(fld: Field):
+    """The CLIP text encoder the run was trained with; QueryError when it has none."""
+    from splatseg.semantics.clip import load_text_encoder
+
+    model, pretrained = fld.info.get("clip_model_name"), fld.info.get("clip_pretrained")
+    if not fld.clip_has_weights or not model or not pretrained:
+        raise QueryError("text prompts need a run trained with CLIP weights (`splatseg train --clip-pretrained TAG`); this one has none")
+    return load_text_encoder(model, pretrained)
+
+
+def surface_of_run(fld: Field) -> SurfaceIndex:
+    """The surfaces of the run's splats file in the file's own coordinates (what a splat editor
+    shows; not moved by a --splats-transform), for point prompts."""
+    from splatseg.io.splat_input import load_splats
+
+    splats = load_splats(fld.splats_path)
+    if len(splats) != fld.num_gaussians:
+        raise QueryError(f"{fld.splats_path} has {len(splats)} Gaussians but the run was trained on {fld.num_gaussians}")
+    return SurfaceIndex.build(splats.means, splats.opacities)
+
+
+def select(fld: Field, prompts: Prompts, surface: SurfaceIndex | None = None) -> Selection:
+    """The selection answering `prompts` on a trained run (clicks and points combined as in
+    `query.combine`: max over positives, dropped where a negative scores at least as high).
+    `surface` (built from the run's splats) is made on demand for point prompts."""
+    prompts.check()
+    if prompts.text is not None:
+        emb = run_text_encoder(fld).encode_text([prompts.text, *CANONICAL_NEGATIVES])
+        return select_by_text(fld, np.asarray(emb[0]), np.asarray(emb[1:]), prompts.threshold)
+    from splatseg.data.undistort import photo_pixels_to_run  # distorted photos: their pixels -> the run's
+
+    undistortion = fld.info.get("undistortion")
+    clicks = [Click(*photo_pixels_to_run(undistortion, [(c.stem, c.x, c.y)])[0], c.positive) for c in prompts.clicks]
+    pos, neg = [], []
+    for c in clicks:
+        k = pick_query(fld, pixel_feature(fld, c), prompts.granularity if c.positive else "part")
+        (pos if c.positive else neg).append(k)
+    if prompts.points:
+        surface = surface or surface_of_run(fld)
+        for p in prompts.points:
+            k = query_for_point(fld, surface, p, prompts.granularity if p.positive else "part")
+            (pos if p.positive else neg).append(k)
+    return combine(fld, pos, [k for k in neg if k not in pos], prompts.threshold)

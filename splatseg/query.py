@@ -12,6 +12,15 @@ How a click becomes a selection:
    clicks take the maximum of their columns; a Gaussian is dropped when a negative click's column
    scores it at least as high.
 A click costs one [K, D] product and one pass over N bytes.
+
+A 3D point prompt (`Point`, world coordinates of the splats) means the object whose surface is at or
+nearest to the point: `SurfaceIndex.snap` moves it to the nearest opaque Gaussian (refused when it
+lies outside the scene's bounds, or farther than a tolerance relative to the scene's size from every
+surface and not enclosed by surfaces, as it is inside a hollow object); the lifted scores of the
+Gaussians around that surface point, weighted by opacity and distance, play the part of a click's
+logits (`pick_query_at_gaussians`). Projecting the point into the views where it passes a depth
+test and taking the clicked-pixel path picked the same query on every prompt of
+scripts/eval_plyonly.py (70 of 70), so the neighbourhood answer, which needs no rendering, is used.
 """
 
 from __future__ import annotations
@@ -20,11 +29,13 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from splatseg.run import Field
 from splatseg.semantics.clip import CANONICAL_NEGATIVES, relevancy
 
-__all__ = ["CANONICAL_NEGATIVES", "Click", "Granularity", "QueryError", "Selection", "select_by_clicks", "select_by_feature", "select_by_text"]
+__all__ = ["CANONICAL_NEGATIVES", "Click", "Granularity", "Point", "QueryError", "Selection", "SurfaceIndex", "select_by_clicks",
+           "select_by_feature", "select_by_points", "select_by_text"]
 
 Granularity = Literal["whole", "part"]
 
@@ -84,7 +95,12 @@ def query_logits(fld: Field, feature: np.ndarray) -> np.ndarray:
 
 def pick_query(fld: Field, feature: np.ndarray, granularity: Granularity = "whole") -> int:
     """Index of the query answering a click with rendered feature `feature` [D]."""
-    logits = query_logits(fld, feature)
+    return pick_from_logits(fld, query_logits(fld, feature), granularity)
+
+
+def pick_from_logits(fld: Field, logits: np.ndarray, granularity: Granularity = "whole") -> int:
+    """Index of the query answering a prompt whose per-query evidence is `logits` [K] (> 0: the
+    query is active there); see the module doc, steps 2-3."""
     active = np.flatnonzero(logits > 0)
     if active.size == 0:
         return int(np.argmax(logits))  # nothing confident: the least unconfident query
@@ -165,3 +181,158 @@ def discover_objects(fld: Field, threshold: float = DEFAULT_THRESHOLD, min_gauss
         objects.append((int(k), fresh))
         claimed |= fresh
     return objects
+
+
+# ---------------------------------------------------------------------------- 3D point prompts
+
+SNAP_TOLERANCE = 0.05
+"""A point prompt may lie at most this fraction of the scene's size (the diagonal of its robust
+bounds) from the nearest opaque Gaussian; farther away it is refused."""
+ENCLOSED_TOLERANCE = 0.25
+"""A point farther than `SNAP_TOLERANCE` is still answered when surfaces enclose it (it lies inside a
+hollow object: rays from it meet a surface in at least `ENCLOSED_FRACTION` of the directions) and
+the nearest surface is within this fraction of the scene's size."""
+ENCLOSED_FRACTION = 0.9
+"""Fraction of ray directions that must meet a surface for a point to count as enclosed."""
+SURFACE_MIN_OPACITY = 0.3
+"""Gaussians at least this opaque make up the surfaces that point prompts snap to."""
+POINT_NEIGHBOURS = 16
+"""Gaussians around the snapped surface point whose lifted scores answer a point prompt."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """A 3D prompt in the splats' world coordinates: the object whose surface is at or nearest
+    to (x, y, z)."""
+
+    x: float
+    y: float
+    z: float
+    positive: bool = True
+
+    @property
+    def xyz(self) -> np.ndarray:
+        return np.array([self.x, self.y, self.z], np.float64)
+
+
+@dataclass
+class SurfaceIndex:
+    """The surfaces that point prompts snap to: a KD-tree over the opaque Gaussians' centres, the
+    scene's bounds (box of every finite centre, widened by `SNAP_TOLERANCE` x size) and its size
+    (diagonal of the 1%-99% quantile box of the opaque centres, so a few far floaters do not
+    loosen the tolerance)."""
+
+    means: np.ndarray  # [N, 3] float64, every Gaussian
+    opacities: np.ndarray  # [N] float64
+    surface: np.ndarray  # [S] int64 indices of the surface Gaussians
+    tree: cKDTree  # over means[surface]
+    lo: np.ndarray  # [3]
+    hi: np.ndarray  # [3]
+    size: float
+    spacing: float  # median distance from a surface Gaussian to its 4th nearest one
+
+    @classmethod
+    def build(cls, means: np.ndarray, opacities: np.ndarray) -> "SurfaceIndex":
+        means = np.asarray(means, np.float64)
+        opacities = np.asarray(opacities, np.float64)
+        finite = np.isfinite(means).all(1) & np.isfinite(opacities)
+        if not finite.any():
+            raise QueryError("the splats have no Gaussian with finite coordinates")
+        surface = np.flatnonzero(finite & (opacities >= SURFACE_MIN_OPACITY))
+        if surface.size == 0:  # nothing that opaque: every visible Gaussian is a surface
+            surface = np.flatnonzero(finite & (opacities > 1.0 / 255))
+        if surface.size == 0:
+            raise QueryError("the splats have no visible Gaussian for a point prompt to snap to")
+        pts = means[surface]
+        size = float(np.linalg.norm(np.quantile(pts, 0.99, axis=0) - np.quantile(pts, 0.01, axis=0)))
+        tree = cKDTree(pts)
+        sample = pts[np.random.default_rng(0).permutation(len(pts))[:20000]]
+        spacing = float(np.median(tree.query(sample, k=min(5, len(pts)))[0][:, -1])) if len(pts) > 1 else size
+        size = max(size, 1e-12)
+        margin = SNAP_TOLERANCE * size  # a point just off the outermost surface still snaps to it
+        return cls(means, opacities, surface, tree, means[finite].min(0) - margin, means[finite].max(0) + margin, size, max(spacing, 1e-12))
+
+    def enclosure(self, xyz: np.ndarray, directions: int = 64) -> float:
+        """Fraction of `directions` (Fibonacci sphere) along which a ray from `xyz` meets a surface
+        Gaussian (a centre within 1.5 x `spacing` of the ray) before it leaves the bounds."""
+        i = np.arange(directions) + 0.5
+        z = 1 - 2 * i / directions
+        phi = i * np.pi * (3.0 - np.sqrt(5.0))
+        r = np.sqrt(1 - z * z)
+        dirs = np.stack([r * np.cos(phi), r * np.sin(phi), z], 1)
+        reach = float(np.linalg.norm(self.hi - self.lo))
+        steps = np.arange(0.0, reach, 0.75 * self.spacing)
+        hit = np.zeros(directions, bool)
+        for start in range(0, len(steps), 256):  # march all rays together, nearest samples first
+            t = steps[start : start + 256]
+            samples = xyz + dirs[:, None, :] * t[None, :, None]  # [R, T, 3]
+            inside = ((samples >= self.lo) & (samples <= self.hi)).all(-1)
+            dist, _ = self.tree.query(samples.reshape(-1, 3), k=1, distance_upper_bound=1.5 * self.spacing)
+            hit |= (np.isfinite(dist).reshape(inside.shape) & inside).any(1)
+            if not inside.any():
+                break
+        return float(hit.mean())
+
+    def snap(self, point: Point, tolerance: float = SNAP_TOLERANCE) -> tuple[np.ndarray, float]:
+        """(nearest surface point [3], its distance from `point`); QueryError outside the bounds, or
+        beyond `tolerance` x size from every surface unless surfaces enclose the point (inside a
+        hollow object, see `ENCLOSED_TOLERANCE`)."""
+        xyz = point.xyz
+        if not np.isfinite(xyz).all():
+            raise QueryError(f"point {tuple(xyz.tolist())} has non-finite coordinates")
+        if (xyz < self.lo).any() or (xyz > self.hi).any():
+            raise QueryError(f"point ({_fmt(xyz)}) is outside the scene bounds [{_fmt(self.lo)}] .. [{_fmt(self.hi)}]")
+        dist, j = self.tree.query(xyz, k=1)
+        if dist > tolerance * self.size:
+            inside = dist <= ENCLOSED_TOLERANCE * self.size and self.enclosure(xyz) >= ENCLOSED_FRACTION
+            if not inside:
+                raise QueryError(f"point ({_fmt(xyz)}) is {dist:.3g} from the nearest surface, farther than "
+                                 f"{tolerance * self.size:.3g} ({tolerance:g} of the scene size {self.size:.3g}) and not inside an object")
+        return self.means[self.surface[j]], float(dist)
+
+    def neighbourhood(self, surface_point: np.ndarray, k: int = POINT_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+        """(Gaussian indices [k], weights [k]) around a surface point: opacity x a Gaussian falloff
+        in distance, with the spread set by the 4th neighbour's distance."""
+        k = min(k, len(self.surface))
+        dist, j = self.tree.query(surface_point, k=k)
+        dist, j = np.atleast_1d(dist), np.atleast_1d(j)
+        idx = self.surface[j]
+        spread = max(float(dist[min(3, len(dist) - 1)]), 1e-12)
+        return idx, self.opacities[idx] * np.exp(-0.5 * (dist / spread) ** 2)
+
+
+def _fmt(v: np.ndarray) -> str:
+    return ", ".join(f"{float(c):.4g}" for c in v)
+
+
+def point_logits(fld: Field, idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[K] evidence of each query at Gaussians `idx` [k]: the weighted mean lifted score minus 0.5
+    (so > 0 means the query's masks cover those Gaussians in most views that see them)."""
+    w = np.asarray(weights, np.float64)
+    scores = fld.lifted[:, idx].astype(np.float64) / 255.0  # [K, k]
+    return (scores @ w / max(w.sum(), 1e-12) - 0.5).astype(np.float32)
+
+
+def pick_query_at_gaussians(fld: Field, idx: np.ndarray, weights: np.ndarray, granularity: Granularity = "whole") -> int:
+    """The query answering a point prompt whose surface neighbourhood is `idx` with `weights`."""
+    return pick_from_logits(fld, point_logits(fld, idx, weights), granularity)
+
+
+def select_by_points(fld: Field, surface: SurfaceIndex, points: Sequence[Point], granularity: Granularity = "whole",
+                     threshold: float = DEFAULT_THRESHOLD, tolerance: float = SNAP_TOLERANCE) -> Selection:
+    """Selection for 3D point prompts (see `Point`); `surface` must be built from the run's splats."""
+    if len(surface.means) != fld.num_gaussians:
+        raise QueryError(f"the splats have {len(surface.means)} Gaussians but the run was trained on {fld.num_gaussians}")
+    if not any(p.positive for p in points):
+        raise QueryError("at least one positive point is needed")
+
+    pos = [query_for_point(fld, surface, p, granularity, tolerance) for p in points if p.positive]
+    neg = [k for k in (query_for_point(fld, surface, p, "part", tolerance) for p in points if not p.positive) if k not in pos]
+    return combine(fld, pos, neg, threshold)
+
+
+def query_for_point(fld: Field, surface: SurfaceIndex, point: Point, granularity: Granularity = "whole", tolerance: float = SNAP_TOLERANCE) -> int:
+    """The query answering one 3D point prompt: snapped to the nearest surface, then picked from the
+    lifted scores around it."""
+    snapped, _ = surface.snap(point, tolerance)
+    return pick_query_at_gaussians(fld, *surface.neighbourhood(snapped), granularity)

@@ -14,83 +14,36 @@ import tyro
 
 from splatseg.export import check_export_folder, export_objects, export_selection, feature_properties
 from splatseg.io.formats import output_format
-from splatseg.query import (
-    CANONICAL_NEGATIVES,
-    DEFAULT_THRESHOLD,
-    Click,
-    Granularity,
-    QueryError,
-    discover_objects,
-    rank_queries_by_text,
-    select_by_clicks,
-    select_by_text,
-)
-from splatseg.run import Field, load_field, refuse_writing_over, run_inputs
-
-ClickArg = Annotated[list[tuple[str, float, float]], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="STEM X Y")]
+from splatseg.prompts import Prompts, run_text_encoder, select
+from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, discover_objects, rank_queries_by_text
+from splatseg.run import load_field, refuse_writing_over, run_inputs
 
 
 @dataclass
 class SegmentConfig:
-    """Select an object by clicks or a sentence and export it (or everything else) as a PLY."""
+    """Select an object by clicks, 3D points or a sentence and export it (or everything else) as a PLY."""
 
     run: Path
     """Run directory written by `splatseg train`."""
     out: Path
     """Splat file to write; its suffix picks the format: .ply (reference 3DGS layout; rows of a PLY
     source copied bit for bit), .compressed.ply (SuperSplat/PlayCanvas), .splat or .spz."""
-    click: ClickArg = field(default_factory=list)
-    """Positive click: STEM X Y in pixels of that image (origin top-left, x right, y down). Repeatable."""
-    negative: ClickArg = field(default_factory=list)
-    """Negative click (STEM X Y): removes what lies under it. Repeatable."""
-    text: str | None = None
-    """A sentence instead of clicks (needs a run trained with --clip-pretrained)."""
-    granularity: Granularity = "whole"
-    """'whole' selects the object under the click, 'part' the part of it."""
-    threshold: float = DEFAULT_THRESHOLD
-    """Lifted score in [0, 1] above which a Gaussian is selected."""
+    prompts: Annotated[Prompts, tyro.conf.OmitArgPrefixes] = field(default_factory=Prompts)
+    """What to select (flags shared with every selecting command: splatseg.prompts)."""
     invert: bool = False
     """Export everything except the selection (object removal)."""
     with_features: bool = False
     """Append the learned features as feat_0.. float32 properties (.ply output only)."""
 
 
-def _run_text_encoder(fld: Field):
-    from splatseg.semantics.clip import load_text_encoder
-
-    model, pretrained = fld.info.get("clip_model_name"), fld.info.get("clip_pretrained")
-    if not fld.clip_has_weights or not model or not pretrained:
-        raise QueryError("text prompts need a run trained with CLIP weights (`splatseg train --clip-pretrained TAG`); this one has none")
-    return load_text_encoder(model, pretrained)
-
-
-def _text_embeddings(fld: Field, text: str) -> tuple[np.ndarray, np.ndarray]:
-    emb = _run_text_encoder(fld).encode_text([text, *CANONICAL_NEGATIVES])
-    return emb[0], emb[1:]
-
-
 def run_segment(cfg: SegmentConfig) -> dict:
     """Selects, exports, and returns the JSON summary printed last by the command."""
     t0 = time.time()
-    if cfg.text is None and not cfg.click:
-        raise QueryError("give at least one --click STEM X Y, or --text")
-    if cfg.text is not None and cfg.click:
-        raise QueryError("give either --click or --text, not both")
-    if not 0.0 <= cfg.threshold <= 1.0:
-        raise QueryError(f"--threshold must lie in [0, 1], got {cfg.threshold}")
+    cfg.prompts.check()
     fld = load_field(cfg.run)
     refuse_writing_over(cfg.out, run_inputs(fld))
     output_format(cfg.out)  # an unknown suffix is refused before the selection is made
-    if cfg.text is not None:
-        text_emb, neg_emb = _text_embeddings(fld, cfg.text)
-        sel = select_by_text(fld, text_emb, neg_emb, cfg.threshold)
-    else:
-        from splatseg.data.undistort import photo_pixels_to_run  # distorted photos: their pixels -> the run's
-
-        positive = photo_pixels_to_run(fld.info.get("undistortion"), cfg.click)
-        negative = photo_pixels_to_run(fld.info.get("undistortion"), cfg.negative)
-        clicks = [Click(s, x, y, True) for s, x, y in positive] + [Click(s, x, y, False) for s, x, y in negative]
-        sel = select_by_clicks(fld, clicks, cfg.granularity, cfg.threshold)
+    sel = select(fld, cfg.prompts)
     mask = ~sel.mask if cfg.invert else sel.mask
     if not mask.any():
         raise QueryError("the selection is empty: nothing to export (try a lower --threshold or another click)")
@@ -142,7 +95,7 @@ def run_export_all(cfg: ExportAllConfig) -> dict:
         raise QueryError("no object found in the field (try a lower --threshold or --min-gaussians)")
     labels: list[str | None] = [None] * len(objects)
     if cfg.labels and fld.clip_has_weights:
-        encoder = _run_text_encoder(fld)
+        encoder = run_text_encoder(fld)
         label_emb = encoder.encode_text(list(cfg.labels))
         neg_emb = encoder.encode_text(list(CANONICAL_NEGATIVES))
         for j, (k, _) in enumerate(objects):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -10,14 +10,19 @@ import tyro
 
 from splatseg.presets import apply_config_file, preset_path, read_config_file
 
+from splatseg.data.virtual_views import VirtualViewsConfig
+
 
 @dataclass
 class TrainConfig:
-    """Train per-Gaussian mask features and K queries against a scene's 2D segments (geometry frozen)."""
+    """Train per-Gaussian mask features and K queries against a scene's 2D segments (geometry frozen).
+    Without --data, the splat file alone: views are made from the splats (RUN/views/)."""
 
     data: Path | None = None
     """Scene directory (transforms.json or COLMAP sparse/0 + images/). May be left out when --splats
-    names a trainer's output folder whose scene is on this machine (that scene is used, and said)."""
+    names a trainer's output folder whose scene is on this machine (that scene is used, and said);
+    without a scene, the run is made from the splat file alone: virtual views are rendered from the
+    splats into RUN/views/."""
     out: Path = tyro.MISSING
     """Run directory to write (see README: run directory). A checkpoint of the same splats and
     settings is resumed; another run's files are refused (see --overwrite)."""
@@ -43,6 +48,8 @@ class TrainConfig:
     undistorted_dir: Path | None = None
     """Where undistorted copies of the images go when the cameras declare lens distortion
     (default: OUT/undistorted; reused when the sources are unchanged)."""
+    virtual: VirtualViewsConfig = field(default_factory=VirtualViewsConfig)
+    """How the views are made when there is no scene (ignored with --data)."""
 
     segments: Path | None = None
     """Folder of 2D segments (<stem>.npz) to read, and to write missing ones into
@@ -110,7 +117,7 @@ class TrainConfig:
     def splats_path(self) -> Path:
         """--splats as given (a file or a folder), else DATA/splats.ply."""
         if self.splats is None and self.data is None:
-            raise ValueError("train needs --data SCENE, or --splats naming a trainer's output folder whose scene is on this machine")
+            raise ValueError("give --data SCENE (posed photos), or --splats FILE alone to train on a splat file without photos")
         return self.splats if self.splats is not None else Path(self.data) / "splats.ply"
 
     def as_json(self) -> dict:

@@ -25,7 +25,7 @@ from splatseg.data.split import split_for_training
 from splatseg.data.undistort import CACHE_NAME, undistort_scene
 from splatseg.io.checkpoint import save_state
 from splatseg.presets import write_config_yml
-from splatseg.run import (CKPT_NAME, RunError, claim_run_dir, refuse_training_over_inputs, splats_record, verify_splats,
+from splatseg.run import (CKPT_NAME, RunError, claim_run_dir, file_sha256, refuse_training_over_inputs, splats_record, verify_splats,
                           write_run)
 from splatseg.segments.cache import read_segments, segments_dir
 from splatseg.train.config import TrainConfig
@@ -137,9 +137,10 @@ def _run_identity(cfg: TrainConfig, splats_sha: str, n: int, names: list[str]) -
             "num_queries": cfg.num_queries, "views": names}
 
 
-def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path]:
+def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path | None]:
     """(the splats --splats leads to, the scene directory): --data when given, else the scene a
-    trainer's output folder names when it is on this machine (said in one line); ValueError else."""
+    trainer's output folder names when it is on this machine (said in one line), else None (no
+    photos: the run is made from the splats alone)."""
     given = cfg.splats_path
     if not Path(given).exists():
         raise FileNotFoundError(f"splats file {given} not found (pass --splats, or run `splatseg recon` first)")
@@ -151,19 +152,50 @@ def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path]:
     if source.scene is not None and source.scene_exists:
         print(f"train: no --data given; using the scene {source.scene} named by the {source.kind} output {given}")
         return source, source.scene
-    named = f" (it names {source.scene}, which is not here)" if source.scene is not None else ""
-    raise ValueError(f"train: {given} names no scene on this machine{named}; pass --data SCENE")
+    if source.scene is not None:
+        print(f"train: {given} names the scene {source.scene}, which is not here; training on the splats alone "
+              "(pass --data SCENE to use its photos)")
+    return source, None
+
+
+def make_virtual_views(cfg: TrainConfig, splats_file: Path) -> tuple[Splats, Path, dict]:
+    """PLY-only runs: (splats, RUN/views, run.json keys) after making or reusing the virtual views
+    of `splats_file` (the file --splats leads to); prints the one-line note that no photos were given."""
+    from splatseg.data.virtual_views import ensure_virtual_scene
+    from splatseg.io.splat_input import load_splats
+
+    splats = load_splats(splats_file)
+    if len(splats) == 0:
+        raise ValueError(f"{splats_file} has no Gaussians")
+    views_dir = Path(cfg.out) / "views"
+    identity = {"splats_sha256": file_sha256(splats_file)}
+    report, reused = ensure_virtual_scene(splats, views_dir, cfg.virtual, identity, progress=cfg.progress,
+                                          extra_info={"splats": str(Path(splats_file).resolve())})
+    how = "reusing" if reused else "made"
+    print(f"no photos given: {how} {report['views']} virtual views ({report['kind']}, {report['width']}x{report['height']}, "
+          f"coverage {report['coverage']:.3f}) of {splats_file} in {views_dir}", flush=True)
+    return splats, views_dir, {"ply_only": True, "virtual_views": report}
 
 
 def train(cfg: TrainConfig) -> Path:
     """Runs segments (if missing) -> training -> lifting; writes and returns the run directory.
 
     The run is written as one unit (`splatseg.run.write_run`); `--out` is claimed first
-    (`claim_run_dir`): a matching checkpoint is resumed, another run's files are refused."""
+    (`claim_run_dir`): a matching checkpoint is resumed, another run's files are refused.
+    Without a scene (no --data, and --splats names no scene on this machine), virtual views of the
+    splats are made first (`RUN/views/`, see `splatseg.data.virtual_views`) and training reads
+    them as its scene."""
     t0 = time.time()
     validate_train_config(cfg)
     device = resolve_device(cfg.device)
     source, data = resolve_inputs(cfg)
+    ply_only = data is None
+    if ply_only and cfg.splats_transform is not None:
+        raise ValueError("--splats-transform moves splats onto a scene's cameras; without --data there are none (leave it out)")
+    if ply_only:
+        _, data, ply_only_info = make_virtual_views(cfg, source.splats_file)
+    else:
+        ply_only_info = {"ply_only": False}
     scene: Scene = load_scene(data)
     splats_path = source.splats_file
     splats_rec = splats_record(splats_path)
@@ -177,8 +209,11 @@ def train(cfg: TrainConfig) -> Path:
     refuse_training_over_inputs(out, splats_path, scene.cameras.image_paths, [seg_dir / f"{m}.npz" for m in scene.cameras.names])
     undistorted = Path(cfg.undistorted_dir) if cfg.undistorted_dir is not None else out / CACHE_NAME
     scene, undistortion = undistort_scene(scene, undistorted, progress=cfg.progress)  # pinhole from here on
-    placed = place_splats(splats_path, scene, cfg.splats_transform, check=not cfg.skip_alignment_check, views=train_idx,
-                          folder_frame=source.world_from_splats, folder_kind=source.kind)
+    if ply_only:  # the views were made from the file's own frame: nothing to move or check
+        placed = place_splats(splats_path, scene, None, check=False, views=train_idx)
+    else:
+        placed = place_splats(splats_path, scene, cfg.splats_transform, check=not cfg.skip_alignment_check, views=train_idx,
+                              folder_frame=source.world_from_splats, folder_kind=source.kind)
     splats: Splats = placed.splats
     n = len(splats)
     if n == 0:
@@ -280,6 +315,7 @@ def train(cfg: TrainConfig) -> Path:
         "segments_seconds": round(segments_seconds, 2),
         "train_seconds": round(train_seconds, 2),
         "config": cfg.as_json(),
+        **ply_only_info,
     }
     write_run(out, info, arrays, view_arrays)
     write_config_yml(out, cfg, "train")  # with the finished run: a failed one leaves no file behind
