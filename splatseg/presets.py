@@ -82,6 +82,18 @@ def _coerce(value: Any, tp, where: str):
             except ConfigError:
                 continue
         raise ConfigError(f"{where} must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):  # a nested group: a mapping of its fields
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping of {tp.__name__} settings, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        values = {}
+        for raw_key, item in value.items():
+            key = str(raw_key).replace("-", "_")
+            if key not in names:
+                raise ConfigError(f"{where}: unknown setting {raw_key!r}")
+            values[key] = _coerce(item, hints[key], f"{where}.{raw_key}")
+        return tp(**values)
     if origin is Literal:
         if value in args:
             return value
@@ -165,6 +177,8 @@ def preparse(argv: list[str]) -> tuple[Path | None, str | None]:
 
 
 def _plain(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a nested group (train's --virtual.*)
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, tuple):
