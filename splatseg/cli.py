@@ -12,6 +12,7 @@ from typing import Annotated, Union
 import tyro
 
 from splatseg.demo import DemoConfig
+from splatseg.imitation.config import DecodeConfig, ImitateConfig
 from splatseg.recon.config import ReconConfig, preset
 from splatseg.segment import ExportAllConfig, SegmentConfig
 from splatseg.train.config import TrainConfig
@@ -28,6 +29,8 @@ def command_type(recon_default: ReconConfig | None = None):
         Annotated[SegmentConfig, tyro.conf.subcommand("segment", description=SegmentConfig.__doc__)],
         Annotated[ExportAllConfig, tyro.conf.subcommand("export-all", description=ExportAllConfig.__doc__)],
         Annotated[ViewerConfig, tyro.conf.subcommand("view", description=ViewerConfig.__doc__)],
+        Annotated[ImitateConfig, tyro.conf.subcommand("imitate", description=ImitateConfig.__doc__)],
+        Annotated[DecodeConfig, tyro.conf.subcommand("decode", description=DecodeConfig.__doc__)],
     ]
 
 
@@ -72,6 +75,14 @@ def dispatch(cmd) -> None:
 
         out = run_recon(cmd)
         print(f"splats written to {out}")
+    elif isinstance(cmd, ImitateConfig):
+        from splatseg.imitation.command import print_summary, run_imitate
+
+        print_summary(run_imitate(cmd))
+    elif isinstance(cmd, DecodeConfig):
+        from splatseg.imitation.command import print_summary, run_decode
+
+        print_summary(run_decode(cmd))
     else:
         raise TypeError(f"unknown command {type(cmd).__name__}")
 

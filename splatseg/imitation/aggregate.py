@@ -104,7 +104,7 @@ def click_point(run: DecoderRun, click: Point2D) -> PointPrompt:
     geo = run.geometry(view)
     row, col = int(click.y), int(click.x)
     if geo.alpha[row, col] < MIN_ALPHA:
-        raise PromptError(f"click ({click.x}, {click.y}) in {click.stem!r} hits empty space (opacity {geo.alpha[row, col]:.2f})")
+        raise PromptError(f"click ({click.x}, {click.y}) in {click.stem!r} hits empty space (opacity {max(0.0, float(geo.alpha[row, col])):.2f})")
     return PointPrompt(view.backproject(click.x, click.y, float(geo.depth[row, col])), click.positive, click.stem, (click.x, click.y))
 
 
