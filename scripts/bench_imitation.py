@@ -1,0 +1,170 @@
+"""Benchmark of the SAM-decoder path on a run with an imitation field (`splatseg imitate`).
+
+(a) Per-frame time, side by side in one process: SAM's encoder on a rendered image (render RGB +
+    `SamPredictor.set_image` + one decoder call) against rendering the embedding from the splats
+    plus the same decoder call, for the vit_b and vit_h architectures with random weights (timing
+    does not depend on the weights; the rendered path is the same for both: SAM's decoder is the
+    same network for every backbone). Torch threads are printed.
+(b) Imitation fidelity on the run's held-out views (SA-NeRF's protocol, `splatseg.imitation.fidelity`):
+    5x5 grid of single positive points, decoder masks from the rendered embedding vs from the
+    teacher's embedding of the held-out photo; pairs whose teacher mask covers < 1% or > 99% of
+    the image are ignored. The teacher is rebuilt from the run (its random-init seed); a teacher
+    from a checkpoint needs --sam-checkpoint. Cached teacher embeddings are reused.
+(c) Training time, from the run's imitation.npz.
+
+    python scripts/bench_imitation.py --run RUN [--threads 2] [--skip-vit-h] [--teacher-cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from splatseg.imitation.decoder import PromptDecoder  # noqa: E402
+from splatseg.imitation.distill import render_rgb  # noqa: E402
+from splatseg.imitation.fidelity import view_fidelity  # noqa: E402
+from splatseg.imitation.teacher import Teacher, TeacherSpec, build_teacher_model, cached_embedding, teacher_name  # noqa: E402
+from splatseg.imitation.views import DecoderRun  # noqa: E402
+from splatseg.io.images import load_image  # noqa: E402
+from splatseg.run import write_json  # noqa: E402
+
+
+def timed(fn, reps: int) -> tuple[float, object]:
+    """(median seconds, last result) of `reps` calls after one warm-up call."""
+    out = fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def bench_timing(run: DecoderRun, archs: list[str], reps: int, encoder_reps: int) -> list[dict]:
+    stem = run.info["heldout_views"][0] if run.info.get("heldout_views") else run.cameras.names[0]
+    view = run.view(stem)
+    W, H = view.width, view.height
+    click = np.array([[W / 2, H / 2]])
+    label = np.array([1])
+    imi = run.imitation
+    sh = run.splats.sh_degree
+
+    def rendered_path():
+        with torch.no_grad():
+            emb = imi.model.render_embedding(run.params, view.viewmat, view.K, W, H)
+        return emb
+
+    t_render_emb, emb = timed(rendered_path, reps)
+    t_decode, _ = timed(lambda: imi.decoder.predict(emb, W, H, click, label), reps)
+    t_rgb, rgb = timed(lambda: render_rgb(run.params, sh, view.viewmat, view.K, W, H, 0), reps)
+    rows = []
+    for arch in archs:
+        t0 = time.perf_counter()
+        model = build_teacher_model(TeacherSpec(arch, random_init=0), "cpu")
+        build = time.perf_counter() - t0
+        teacher = Teacher(model, f"sam-{arch}/random-init-0")
+        decoder = PromptDecoder.from_sam(model)
+        t_enc, enc = timed(lambda: torch.from_numpy(teacher.encode(rgb))[None], encoder_reps)
+        t_dec_arch, _ = timed(lambda: decoder.predict(enc, W, H, click, label), reps)
+        encoder_frame = t_rgb + t_enc + t_dec_arch
+        rendered_frame = t_render_emb + t_decode
+        rows.append({"arch": arch, "build_s": round(build, 1), "render_rgb_s": t_rgb, "encoder_s": t_enc, "decoder_s": t_dec_arch,
+                     "encoder_frame_s": encoder_frame, "render_embedding_s": t_render_emb, "rendered_decoder_s": t_decode,
+                     "rendered_frame_s": rendered_frame, "encode_vs_render": t_enc / t_render_emb,
+                     "frame_ratio": encoder_frame / rendered_frame})
+        del model, teacher, decoder
+    return rows
+
+
+def bench_fidelity(run: DecoderRun, teacher: Teacher, cache: Path, grid: int) -> list[dict]:
+    rows = []
+    for stem in run.info.get("heldout_views", []):
+        i = run.cameras.index_of(stem)
+        view = run.view(stem)
+        rgb = load_image(run.cameras.image_paths[i], size=(view.width, view.height))
+        t0 = time.perf_counter()
+        enc, fresh = cached_embedding(cache, stem, rgb, teacher)
+        enc_s = time.perf_counter() - t0
+        fid = view_fidelity(run.imitation.decoder, run.embedding(view), torch.from_numpy(enc)[None], view.width, view.height, n=grid)
+        rows.append({"view": stem, "token_iou": fid.token_mean, "best_iou": fid.best_mean, "pairs": fid.counted,
+                     "teacher_s": round(enc_s, 1) if fresh else "cached"})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="run directory with imitation.npz")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions of the cheap steps (median)")
+    ap.add_argument("--encoder-reps", type=int, default=1, help="timed repetitions of each encoder (median, after a warm-up)")
+    ap.add_argument("--skip-vit-h", action="store_true", help="time vit_b only")
+    ap.add_argument("--skip-timing", action="store_true", help="fidelity and training time only")
+    ap.add_argument("--grid", type=int, default=5, help="points per side of the fidelity grid")
+    ap.add_argument("--teacher-cache", type=Path, default=None, help="cached teacher embeddings (default RUN/teacher_cache)")
+    ap.add_argument("--sam-checkpoint", type=Path, default=None, help="the teacher's checkpoint, for runs imitated from one")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    run = DecoderRun.load(args.run, "cpu")
+    meta = run.imitation.meta
+    teacher_id = meta["teacher"]
+    print(f"run {args.run}: {run.num_gaussians:,} Gaussians, teacher {teacher_id}, d={meta['feature_dim']}, "
+          f"supersample {meta['supersample']}, torch threads {torch.get_num_threads()}, device cpu")
+    report: dict = {"run": str(args.run), "teacher": teacher_id, "threads": torch.get_num_threads()}
+
+    s = meta.get("summary", {})
+    print("\n(c) training time (from imitation.npz)")
+    print(f"  teacher on {s.get('teacher_views')} photos: {s.get('teacher_seconds')} s ({s.get('photos_encoded_now')} encoded then, "
+          f"the rest cached); {s.get('augmented_targets')} augmented targets: {s.get('augment_seconds')} s; "
+          f"optimisation ({meta['config']['steps']} steps x {meta['config']['batch_size']} views): {s.get('optimise_seconds')} s; "
+          f"total {s.get('seconds')} s with {s.get('torch_threads')} threads")
+    report["training"] = s
+
+    arch = meta.get("sam_model", "vit_b")
+    if "/random-init-" in teacher_id:
+        spec = TeacherSpec(arch, random_init=int(teacher_id.rsplit("-", 1)[1]))
+    else:
+        spec = TeacherSpec(arch, checkpoint=args.sam_checkpoint)
+        if teacher_name(spec) != teacher_id:
+            sys.exit(f"error: the checkpoint does not match the run's teacher {teacher_id} (pass --sam-checkpoint)")
+    teacher = Teacher(build_teacher_model(spec, "cpu"), teacher_id)
+    cache = args.teacher_cache or Path(args.run) / "teacher_cache"
+    print(f"\n(b) fidelity on held-out views, {args.grid}x{args.grid} point grid, masks under 1% / over 99% ignored")
+    rows = bench_fidelity(run, teacher, cache, args.grid)
+    print(f"  {'view':<12} {'IoU per mask':>13} {'IoU best-score':>15} {'pairs':>6} {'teacher':>8}")
+    for r in rows:
+        print(f"  {r['view']:<12} {r['token_iou']:>13.3f} {r['best_iou']:>15.3f} {r['pairs']:>6} {str(r['teacher_s']):>8}")
+    if rows:
+        tok = [r["token_iou"] for r in rows]
+        best = [r["best_iou"] for r in rows]
+        print(f"  {'mean':<12} {np.nanmean(tok):>13.3f} {np.nanmean(best):>15.3f}   (worst view {np.nanmin(tok):.3f} / {np.nanmin(best):.3f})")
+        report["fidelity"] = {"views": rows, "mean_token_iou": float(np.nanmean(tok)), "mean_best_iou": float(np.nanmean(best)),
+                              "worst_token_iou": float(np.nanmin(tok))}
+    del teacher
+
+    if not args.skip_timing:
+        archs = ["vit_b"] + ([] if args.skip_vit_h else ["vit_h"])
+        print(f"\n(a) per-frame time on CPU, {torch.get_num_threads()} torch threads, random weights, one view "
+              f"({run.view(run.info['heldout_views'][0]).width}x{run.view(run.info['heldout_views'][0]).height}), one click")
+        timing = bench_timing(run, archs, args.reps, args.encoder_reps)
+        print(f"  {'arch':<6} {'render RGB':>10} {'encoder':>9} {'decoder':>8} {'frame':>8} | {'render emb':>10} {'decoder':>8} "
+              f"{'frame':>8} | {'encode/render':>13} {'frame ratio':>11}")
+        for r in timing:
+            print(f"  {r['arch']:<6} {r['render_rgb_s']:>9.3f}s {r['encoder_s']:>8.2f}s {r['decoder_s']:>7.3f}s {r['encoder_frame_s']:>7.2f}s | "
+                  f"{r['render_embedding_s']:>9.3f}s {r['rendered_decoder_s']:>7.3f}s {r['rendered_frame_s']:>7.3f}s | "
+                  f"{r['encode_vs_render']:>12.0f}x {r['frame_ratio']:>10.0f}x")
+        report["timing"] = timing
+    if args.json:
+        write_json(args.json, json.loads(json.dumps(report, default=float)))
+
+
+if __name__ == "__main__":
+    main()
