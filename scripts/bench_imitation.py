@@ -8,7 +8,9 @@
 (b) Imitation fidelity on the run's held-out views (SA-NeRF's protocol, `splatseg.imitation.fidelity`):
     5x5 grid of single positive points, decoder masks from the rendered embedding vs from the
     teacher's embedding of the held-out photo; pairs whose teacher mask covers < 1% or > 99% of
-    the image are ignored. The teacher is rebuilt from the run (its random-init seed); a teacher
+    the image are ignored. Beside it the minority-side IoU, the embedding's relative squared error
+    (over the teacher's spatial variance) and two chance baselines: another held-out view's
+    embedding, and the view's own embedding flattened to its mean. The teacher is rebuilt from the run (its random-init seed); a teacher
     from a checkpoint needs --sam-checkpoint. Cached teacher embeddings are reused.
 (c) Training time, from the run's imitation.npz.
 
@@ -85,17 +87,33 @@ def bench_timing(run: DecoderRun, archs: list[str], reps: int, encoder_reps: int
 
 
 def bench_fidelity(run: DecoderRun, teacher: Teacher, cache: Path, grid: int) -> list[dict]:
-    rows = []
-    for stem in run.info.get("heldout_views", []):
+    """Per held-out view: fidelity of the rendered embedding and of two chance baselines (another
+    held-out view's encoder embedding; the view's own embedding averaged over the grid, i.e. no
+    spatial content), and the rendered embedding's relative squared error against the encoder's."""
+    held = list(run.info.get("heldout_views", []))
+    encoded = {}
+    for stem in held:
         i = run.cameras.index_of(stem)
         view = run.view(stem)
         rgb = load_image(run.cameras.image_paths[i], size=(view.width, view.height))
         t0 = time.perf_counter()
         enc, fresh = cached_embedding(cache, stem, rgb, teacher)
-        enc_s = time.perf_counter() - t0
-        fid = view_fidelity(run.imitation.decoder, run.embedding(view), torch.from_numpy(enc)[None], view.width, view.height, n=grid)
-        rows.append({"view": stem, "token_iou": fid.token_mean, "best_iou": fid.best_mean, "pairs": fid.counted,
-                     "teacher_s": round(enc_s, 1) if fresh else "cached"})
+        encoded[stem] = (torch.from_numpy(enc)[None], round(time.perf_counter() - t0, 1) if fresh else "cached")
+    rows = []
+    for k, stem in enumerate(held):
+        view = run.view(stem)
+        enc, enc_s = encoded[stem]
+        dec, W, H = run.imitation.decoder, view.width, view.height
+        rendered = run.embedding(view)
+        fid = view_fidelity(dec, rendered, enc, W, H, n=grid)
+        other = view_fidelity(dec, encoded[held[(k + len(held) // 2) % len(held)]][0], enc, W, H, n=grid) if len(held) > 1 else None
+        flat = view_fidelity(dec, enc.mean((2, 3), keepdim=True).expand_as(enc).contiguous(), enc, W, H, n=grid)
+        rel = float(((rendered - enc) ** 2).mean() / ((enc - enc.mean((2, 3), keepdim=True)) ** 2).mean())
+        rows.append({"view": stem, "token_iou": fid.token_mean, "best_iou": fid.best_mean, "minority_iou": fid.minority_mean,
+                     "pairs": fid.counted, "other_view_token_iou": other.token_mean if other else float("nan"),
+                     "other_view_minority_iou": other.minority_mean if other else float("nan"),
+                     "flat_token_iou": flat.token_mean, "flat_minority_iou": flat.minority_mean,
+                     "relative_sq_error": rel, "teacher_s": enc_s})
     return rows
 
 
@@ -139,15 +157,22 @@ def main() -> None:
     cache = args.teacher_cache or Path(args.run) / "teacher_cache"
     print(f"\n(b) fidelity on held-out views, {args.grid}x{args.grid} point grid, masks under 1% / over 99% ignored")
     rows = bench_fidelity(run, teacher, cache, args.grid)
-    print(f"  {'view':<12} {'IoU per mask':>13} {'IoU best-score':>15} {'pairs':>6} {'teacher':>8}")
+    print(f"  {'':<10} {'rendered embedding':^33} | {'another view (chance)':^21} | {'flat embedding':^17} |")
+    print(f"  {'view':<10} {'per mask':>9} {'best':>6} {'minority':>9} {'rel.err':>7} | {'per mask':>9} {'minority':>9} | "
+          f"{'per mask':>8} {'minority':>8} | {'pairs':>5} {'teacher':>7}")
     for r in rows:
-        print(f"  {r['view']:<12} {r['token_iou']:>13.3f} {r['best_iou']:>15.3f} {r['pairs']:>6} {str(r['teacher_s']):>8}")
+        print(f"  {r['view']:<10} {r['token_iou']:>9.3f} {r['best_iou']:>6.3f} {r['minority_iou']:>9.3f} {r['relative_sq_error']:>7.3f} | "
+              f"{r['other_view_token_iou']:>9.3f} {r['other_view_minority_iou']:>9.3f} | {r['flat_token_iou']:>8.3f} "
+              f"{r['flat_minority_iou']:>8.3f} | {r['pairs']:>5} {str(r['teacher_s']):>7}")
     if rows:
-        tok = [r["token_iou"] for r in rows]
-        best = [r["best_iou"] for r in rows]
-        print(f"  {'mean':<12} {np.nanmean(tok):>13.3f} {np.nanmean(best):>15.3f}   (worst view {np.nanmin(tok):.3f} / {np.nanmin(best):.3f})")
-        report["fidelity"] = {"views": rows, "mean_token_iou": float(np.nanmean(tok)), "mean_best_iou": float(np.nanmean(best)),
-                              "worst_token_iou": float(np.nanmin(tok))}
+        keys = ["token_iou", "best_iou", "minority_iou", "relative_sq_error", "other_view_token_iou", "other_view_minority_iou",
+                "flat_token_iou", "flat_minority_iou"]
+        mean = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+        print(f"  {'mean':<10} {mean['token_iou']:>9.3f} {mean['best_iou']:>6.3f} {mean['minority_iou']:>9.3f} "
+              f"{mean['relative_sq_error']:>7.3f} | {mean['other_view_token_iou']:>9.3f} {mean['other_view_minority_iou']:>9.3f} | "
+              f"{mean['flat_token_iou']:>8.3f} {mean['flat_minority_iou']:>8.3f} |")
+        print(f"  worst view: per mask {min(r['token_iou'] for r in rows):.3f}, minority {min(r['minority_iou'] for r in rows):.3f}")
+        report["fidelity"] = {"views": rows, "mean": mean}
     del teacher
 
     if not args.skip_timing:
