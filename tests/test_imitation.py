@@ -272,6 +272,18 @@ def test_new_target_schedule_and_interpolated_cameras(tiny_scene):
     assert np.allclose(vm[:3, :3] @ vm[:3, :3].T, np.eye(3), atol=1e-9)
 
 
+def test_sampled_cells_equal_the_whole_grid_at_those_cells():
+    from splatseg.imitation.field import ImitationModel
+
+    model = ImitationModel(10, 8, 32, 16, 256, 16, 1, torch.Generator().manual_seed(0))
+    torch.nn.init.normal_(model.pad)  # distinct pad cells, so a misplaced index shows
+    cells = torch.randn(12, 9, 8)  # 12 x 9 valid cells of the 16 x 16 grid
+    full = model.embed(cells)[0].reshape(32, -1)
+    index = torch.tensor([0, 8, 9, 15, 191, 192, 255])
+    assert torch.allclose(model.embed_some(cells, index), full[:, index], atol=1e-6)
+    assert torch.allclose(full[:, 9], full[:, 255], atol=1e-6) and not torch.allclose(full[:, 8], full[:, 9])
+
+
 @pytest.mark.slow
 def test_imitation_trains_saves_and_renders_consistently(imitated, tiny_scene):
     run, summary = imitated

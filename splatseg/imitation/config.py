@@ -38,6 +38,10 @@ class ImitateConfig:
     """Optimisation steps."""
     batch_size: int = 4
     """Views per step."""
+    cells_per_view: int = 1024
+    """Embedding cells (of the g x g = 4096) in each view's loss, drawn at random every step; the
+    head acts per cell, so this is an unbiased estimate of the whole-grid loss at a quarter of the
+    head's cost. 0: every cell."""
     lr: float = 0.01
     """Adam learning rate of the per-Gaussian features (and background / pad features)."""
     head_lr: float = 0.001

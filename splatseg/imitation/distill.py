@@ -10,7 +10,8 @@ Targets (teacher embeddings [C, g, g]):
 Each step takes `batch_size` views: on the steps scheduled for it, a share `new_fraction` of the
 batch is new augmented views (added to the FIFO), the rest drawn uniformly from the cached targets
 (photos and FIFO); the loss is the mean squared error between the rendered embedding
-(`field.CellView.embedding`) and the target over the whole g x g grid, padding included.
+(`field.CellView.embedding`) and the target over `cells_per_view` random cells of the g x g grid,
+padding included (the head is per cell, so sampled cells estimate the whole-grid loss unbiasedly).
 New targets cost an encoder pass each, so `augment_targets` caps them and spreads them evenly over
 the steps (SA-NeRF's schedule, a new quarter of every batch, is the uncapped case).
 """
@@ -130,6 +131,17 @@ def neighbours(cams: Cameras, idx: list[int], k: int = 3) -> dict[int, list[int]
     return {idx[a]: [idx[b] for b in order[a]] for a in range(len(idx))}
 
 
+def view_loss(model: ImitationModel, target: Target, cells: int, generator: torch.Generator) -> torch.Tensor:
+    """Mean squared error of one view's rendered embedding against its target, over `cells` random
+    grid cells (all cells when 0 or more than the grid has)."""
+    g = model.grid_size
+    if cells <= 0 or cells >= g * g:
+        return torch.nn.functional.mse_loss(target.view.embedding(model), target.embedding.float())
+    index = torch.randperm(g * g, generator=generator)[:cells].to(target.embedding.device)
+    want = target.embedding[0].reshape(target.embedding.shape[1], -1).index_select(1, index).float()  # [C, k]
+    return torch.nn.functional.mse_loss(target.view.embedding(model, index), want)
+
+
 def check_config(cfg: ImitateConfig) -> None:
     if cfg.feature_dim < 1 or cfg.hidden < 1 or cfg.supersample < 1:
         raise ValueError("--feature-dim, --hidden and --supersample must be positive")
@@ -137,7 +149,7 @@ def check_config(cfg: ImitateConfig) -> None:
         raise ValueError("--steps and --batch-size must be positive")
     if not 0.0 <= cfg.new_fraction <= 1.0:
         raise ValueError(f"--new-fraction must lie in [0, 1], got {cfg.new_fraction}")
-    if cfg.fifo_size < 1 or cfg.augment_targets < 0 or cfg.teacher_views < 0:
+    if cfg.fifo_size < 1 or cfg.augment_targets < 0 or cfg.teacher_views < 0 or cfg.cells_per_view < 0:
         raise ValueError("--fifo-size must be positive, --augment-targets and --teacher-views non-negative")
 
 
@@ -216,7 +228,7 @@ def imitate(cfg: ImitateConfig, teacher: Teacher | None = None) -> dict:
         while len(batch) < cfg.batch_size:
             k = int(rng.integers(pool))
             batch.append(photos[k] if k < len(photos) else fifo[k - len(photos)])
-        loss = sum(torch.nn.functional.mse_loss(t.view.embedding(model), t.embedding.float()) for t in batch) / len(batch)
+        loss = sum(view_loss(model, t, cfg.cells_per_view, gen) for t in batch) / len(batch)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()

@@ -66,16 +66,24 @@ class ImitationModel(nn.Module):
             x = torch.nn.functional.avg_pool2d(x.permute(2, 0, 1)[None], s)[0].permute(1, 2, 0)
         return x
 
-    def embed(self, cells: Tensor) -> Tensor:
-        """Cells [gh, gw, d] (gh, gw <= g) -> embedding [1, C, g, g]."""
+    def padded(self, cells: Tensor) -> Tensor:
+        """Cells [gh, gw, d] (gh, gw <= g) -> the g x g grid of features [g, g, d], pad cells added."""
         g, d = self.grid_size, self.feature_dim
         gh, gw = cells.shape[:2]
+        if gh == g and gw == g:
+            return cells
         full = self.pad.expand(g, g, d)
-        if gh < g or gw < g:
-            full = torch.cat([torch.cat([cells, full[:gh, gw:]], 1), full[gh:]], 0)
-        else:
-            full = cells
-        return self.head(full.permute(2, 0, 1)[None])
+        return torch.cat([torch.cat([cells, full[:gh, gw:]], 1), full[gh:]], 0)
+
+    def embed(self, cells: Tensor) -> Tensor:
+        """Cells [gh, gw, d] (gh, gw <= g) -> embedding [1, C, g, g]."""
+        return self.head(self.padded(cells).permute(2, 0, 1)[None])
+
+    def embed_some(self, cells: Tensor, index: Tensor) -> Tensor:
+        """The embedding at flat grid cells `index` [k] only (row * g + col): [C, k]. The head acts
+        on each cell alone, so this equals `embed(cells)` at those cells."""
+        flat = self.padded(cells).reshape(-1, self.feature_dim).index_select(0, index)  # [k, d]
+        return self.head(flat.T[None, :, :, None])[0, :, :, 0]
 
     def render_embedding(self, params: dict, viewmat, K, width: int, height: int) -> Tensor:
         """Embedding [1, C, g, g] for any camera: viewmat [4, 4] world -> camera (OpenCV), K [3, 3]
@@ -111,9 +119,10 @@ class CellView:
         alpha = torch.bincount(bw.pixel.long(), weights=bw.weight, minlength=gw * s * gh * s).float()
         return cls(bw, alpha.reshape(gh * s, gw * s, 1), grid)
 
-    def embedding(self, model: ImitationModel) -> Tensor:
-        """[1, C, g, g], differentiable in the model's parameters."""
-        return model.embed(model.cells(composite(self.bw, model.features), self.alpha))
+    def embedding(self, model: ImitationModel, index: Tensor | None = None) -> Tensor:
+        """[1, C, g, g], or [C, k] at flat cells `index` [k]; differentiable in the model's parameters."""
+        cells = model.cells(composite(self.bw, model.features), self.alpha)
+        return model.embed(cells) if index is None else model.embed_some(cells, index)
 
 
 @dataclass
