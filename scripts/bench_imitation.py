@@ -39,9 +39,9 @@ from splatseg.io.images import load_image  # noqa: E402
 from splatseg.run import write_json  # noqa: E402
 
 
-def timed(fn, reps: int) -> tuple[float, object]:
-    """(median seconds, last result) of `reps` calls after one warm-up call."""
-    out = fn()
+def timed(fn, reps: int, warmup: bool = True) -> tuple[float, object]:
+    """(median seconds, last result) of `reps` calls, after one untimed warm-up call if `warmup`."""
+    out = fn() if warmup else None
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -50,7 +50,7 @@ def timed(fn, reps: int) -> tuple[float, object]:
     return float(np.median(times)), out
 
 
-def bench_timing(run: DecoderRun, archs: list[str], reps: int, encoder_reps: int) -> list[dict]:
+def bench_timing(run: DecoderRun, archs: list[str], reps: int, encoder_reps: int, encoder_warmup: bool) -> list[dict]:
     stem = run.info["heldout_views"][0] if run.info.get("heldout_views") else run.cameras.names[0]
     view = run.view(stem)
     W, H = view.width, view.height
@@ -74,7 +74,7 @@ def bench_timing(run: DecoderRun, archs: list[str], reps: int, encoder_reps: int
         build = time.perf_counter() - t0
         teacher = Teacher(model, f"sam-{arch}/random-init-0")
         decoder = PromptDecoder.from_sam(model)
-        t_enc, enc = timed(lambda: torch.from_numpy(teacher.encode(rgb))[None], encoder_reps)
+        t_enc, enc = timed(lambda: torch.from_numpy(teacher.encode(rgb))[None], encoder_reps, encoder_warmup)
         t_dec_arch, _ = timed(lambda: decoder.predict(enc, W, H, click, label), reps)
         encoder_frame = t_rgb + t_enc + t_dec_arch
         rendered_frame = t_render_emb + t_decode
@@ -122,7 +122,8 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="run directory with imitation.npz")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions of the cheap steps (median)")
-    ap.add_argument("--encoder-reps", type=int, default=1, help="timed repetitions of each encoder (median, after a warm-up)")
+    ap.add_argument("--encoder-reps", type=int, default=1, help="timed repetitions of each encoder (median)")
+    ap.add_argument("--encoder-warmup", action="store_true", help="one untimed encoder pass first (seconds-long passes hardly need it)")
     ap.add_argument("--skip-vit-h", action="store_true", help="time vit_b only")
     ap.add_argument("--skip-timing", action="store_true", help="fidelity and training time only")
     ap.add_argument("--grid", type=int, default=5, help="points per side of the fidelity grid")
@@ -179,7 +180,7 @@ def main() -> None:
         archs = ["vit_b"] + ([] if args.skip_vit_h else ["vit_h"])
         print(f"\n(a) per-frame time on CPU, {torch.get_num_threads()} torch threads, random weights, one view "
               f"({run.view(run.info['heldout_views'][0]).width}x{run.view(run.info['heldout_views'][0]).height}), one click")
-        timing = bench_timing(run, archs, args.reps, args.encoder_reps)
+        timing = bench_timing(run, archs, args.reps, args.encoder_reps, args.encoder_warmup)
         print(f"  {'arch':<6} {'render RGB':>10} {'encoder':>9} {'decoder':>8} {'frame':>8} | {'render emb':>10} {'decoder':>8} "
               f"{'frame':>8} | {'encode/render':>13} {'frame ratio':>11}")
         for r in timing:
