@@ -17,6 +17,7 @@ import tyro
 
 from splatseg import errors
 from splatseg.demo import DemoConfig
+from splatseg.imitation.config import DecodeConfig, ImitateConfig
 from splatseg.info import InfoConfig
 from splatseg.mesh_command import MeshConfig
 from splatseg.presets import preparse
@@ -40,6 +41,8 @@ def command_type(recon_default: ReconConfig | None = None, train_default: TrainC
         Annotated[MeshConfig, tyro.conf.subcommand("mesh", description=MeshConfig.__doc__)],
         Annotated[ViewerConfig, tyro.conf.subcommand("view", description=ViewerConfig.__doc__)],
         Annotated[InfoConfig, tyro.conf.subcommand("info", description=InfoConfig.__doc__)],
+        Annotated[ImitateConfig, tyro.conf.subcommand("imitate", description=ImitateConfig.__doc__)],
+        Annotated[DecodeConfig, tyro.conf.subcommand("decode", description=DecodeConfig.__doc__)],
     ]
 
 
@@ -95,6 +98,14 @@ def dispatch(cmd) -> None:
 
         out = run_recon(cmd)
         print(f"splats written to {out}")
+    elif isinstance(cmd, ImitateConfig):
+        from splatseg.imitation.command import print_summary, run_imitate
+
+        print_summary(run_imitate(cmd))
+    elif isinstance(cmd, DecodeConfig):
+        from splatseg.imitation.command import print_summary, run_decode
+
+        print_summary(run_decode(cmd))
     else:
         raise TypeError(f"unknown command {type(cmd).__name__}")
 

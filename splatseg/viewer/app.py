@@ -30,6 +30,11 @@ websocket handshake (loopback pages and --allow-origin only; HTTP 403 otherwise)
 "Export mesh" fuses the selection into a vertex-coloured triangle mesh with
 `splatseg.mesh_command.mesh_mask` (the `splatseg mesh` defaults) and sends `RUN/exports/<name>.glb`
 the same way.
+
+SAM-decoder mode (when the run has `imitation.npz`, from `splatseg imitate`): with "Decoder clicks"
+on, clicks become 3D prompt points of `viewer.decoder_mode.DecoderTab`, and the tab's background
+shows SAM's mask decoded from the embedding rendered for its camera, re-rendered as the camera
+moves; "Lift to 3D" aggregates decoder masks from the training views into the tab's selection.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from splatseg.run import Field, RunError, load_field, refuse_writing_over, run_i
 from splatseg.semantics.clip import SemanticsError
 from splatseg.viewer.camera import look_distance, pose_from_camera, scene_up
 from splatseg.viewer.config import ViewerConfig
+from splatseg.viewer.decoder_mode import MASK_CHOICES, DecoderTab
 from splatseg.viewer.display import Highlighter, SplatArrays
 from splatseg.viewer.overlay import OVERLAY_MODES, OverlayRenderer
 from splatseg.viewer.picking import PickingTensors, focal_from_fov, ray_render
@@ -99,6 +105,9 @@ class TabState:
     splats: viser.GaussianSplatHandle
     gui: dict = field(default_factory=dict)
     overlay: _LatestOnly | None = None
+    decoder: DecoderTab | None = None
+    decoder_overlay: _LatestOnly | None = None
+    decoder_frames: int = 0
     last_click: ClickResult | None = None
     last_export: tuple[Path, int] | None = None
     overlay_frames: int = 0
@@ -129,6 +138,7 @@ class ViewerApp:
                 f"--host {cfg.host} is not a loopback address: any program that can reach this machine on port {cfg.port} "
                 "can load the scene and drive the viewer; browsers are let in only from loopback pages and --allow-origin "
                 f"({', '.join(self.policy.extra_origins) or 'none given'})")
+        self.decoder_run, self.lift_views = self._load_decoder(splats)
         self._tabs: dict[int, TabState] = {}
         self._tabs_lock = threading.Lock()
         self._clip = None
@@ -226,6 +236,33 @@ class ViewerApp:
         summary = mesh_mask(self.field, run_splats(self.field), mask.copy(), out)
         return out, summary
 
+    def decoder_click(self, client_id: int, origin, direction, positive: bool = True) -> None:
+        """Adds a SAM-decoder prompt (world ray) to one tab and asks for its live frame (rendered
+        through the tab's latest-only queue, so a frame begun before the click cannot land last)."""
+        tab = self._tab(client_id)
+        if tab.decoder is None:
+            raise QueryError("this run has no imitation field: run `splatseg imitate --run RUN` for the SAM-decoder mode")
+        cam = tab.client.camera
+        tab.decoder.click(origin, direction, focal_from_fov(cam.fov, cam.image_height), positive)
+        tab.decoder_overlay.request()
+
+    def decoder_lift(self, client_id: int) -> Selection:
+        """Lifts one tab's decoder prompts to 3D: the tab's selection becomes the aggregated one."""
+        tab = self._tab(client_id)
+        if tab.decoder is None:
+            raise QueryError("this run has no imitation field: run `splatseg imitate --run RUN` for the SAM-decoder mode")
+        note = tab.client.add_notification("SAM decoder", "Decoding the training views and lifting the masks...", loading=True, with_close_button=False)
+        try:
+            sel, agg = tab.decoder.lift(threshold=tab.session.threshold, refine=bool(tab.gui["decoder_refine"].value))
+        finally:
+            note.remove()
+        views = sum(map(len, agg.rounds))
+        result = tab.session.set_selection(sel, f"the SAM decoder ({views} views{', refined' if tab.gui['decoder_refine'].value else ''})")
+        tab.gui["decoder_on"].value = False  # show the 3D selection
+        self._decoder_toggled(tab)
+        self._show(tab)
+        return result
+
     def stop(self) -> None:
         self.server.stop()
         torch.set_num_threads(self._torch_threads)
@@ -252,6 +289,29 @@ class ViewerApp:
         cam.up = pose.up
         self.initial_view = cameras.names[index]
 
+    def _load_decoder(self, splats):
+        """(DecoderRun, LiftViews) when the run has imitation.npz, else (None, None); a broken
+        imitation file only costs the decoder mode (a warning), not the viewer."""
+        from splatseg.imitation.field import IMITATION_FILE
+
+        if not (Path(self.cfg.run) / IMITATION_FILE).is_file():
+            return None, None
+        try:
+            from splatseg.imitation.aggregate import LiftViews
+            from splatseg.imitation.field import load_imitation
+            from splatseg.imitation.views import DecoderRun
+
+            imitation = load_imitation(self.cfg.run, len(splats))
+            run = DecoderRun(Path(self.cfg.run), self.field.info, splats, splats.torch_params(),
+                             load_scene(self.field.scene_root).cameras, imitation, torch.device("cpu"))
+        except Exception as e:
+            self.warnings.append(f"SAM-decoder mode unavailable: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return None, None
+        if imitation.random_teacher:
+            self.warnings.append(f"the imitation field was trained from a RANDOMLY initialised SAM ({imitation.teacher}): "
+                                 "decoder masks are meaningless for real use")
+        return run, LiftViews(run)
+
     def _warm_up(self) -> None:
         """One picking render before the first tab connects, so the first click is not the one
         paying for torch's lazy initialisation."""
@@ -265,6 +325,9 @@ class ViewerApp:
         splats = client.scene.add_gaussian_splats(SPLAT_NODE, a.centers, a.covariances, a.rgbs, a.opacities)
         tab = TabState(client=client, session=SelectionSession(self.field, self.picking), splats=splats)
         tab.overlay = _LatestOnly(lambda: self._render_overlay(tab))
+        if self.decoder_run is not None:
+            tab.decoder = DecoderTab(self.decoder_run, self.picking, self.lift_views, self.cfg.overlay_max_side)
+            tab.decoder_overlay = _LatestOnly(lambda: self._render_decoder(tab))
         self._build_gui(tab)
         with self._tabs_lock:
             self._tabs[client.client_id] = tab
@@ -299,6 +362,19 @@ class ViewerApp:
         with gui.add_folder("Server render"):
             g["overlay"] = gui.add_dropdown("Overlay", OVERLAY_MODES, initial_value="off",
                                             hint="render the selection mask or the feature map (PCA colours) on the server")
+        with gui.add_folder("SAM decoder"):
+            if tab.decoder is None:
+                gui.add_markdown("_No imitation field in this run: `splatseg imitate --run RUN` enables SAM's "
+                                 "decoder here (masks live as you click, lifted to 3D)._")
+            else:
+                g["decoder_on"] = gui.add_checkbox("Decoder clicks", False, hint="clicks prompt SAM's decoder on the rendered "
+                                                   "embedding; the mask is shown live for this camera (Shift+click: negative)")
+                g["decoder_mask"] = gui.add_dropdown("Mask", MASK_CHOICES, initial_value="best",
+                                                     hint="SAM's three masks: best score, or one by index")
+                g["decoder_refine"] = gui.add_checkbox("Refine edges", False, hint="ray-pair RGB refinement after lifting")
+                g["decoder_lift"] = gui.add_button("Lift to 3D", icon=viser.Icon.CUBE)
+                g["decoder_clear"] = gui.add_button("Clear decoder points", icon=viser.Icon.TRASH)
+                g["decoder_status"] = gui.add_markdown(tab.decoder.describe())
         with gui.add_folder("Export"):
             g["name"] = gui.add_text("File name", f"selection-tab{tab.client.client_id}")
             g["format"] = gui.add_dropdown("Format", tuple(OUTPUT_SUFFIXES), initial_value=".ply",
@@ -325,6 +401,11 @@ class ViewerApp:
         g["export"].on_click(guarded(lambda: self._export_from_gui(tab, invert=False)))
         g["export_rest"].on_click(guarded(lambda: self._export_from_gui(tab, invert=True)))
         g["export_mesh"].on_click(guarded(lambda: self._export_mesh_from_gui(tab)))
+        if tab.decoder is not None:
+            g["decoder_on"].on_update(guarded(lambda: self._decoder_toggled(tab)))
+            g["decoder_mask"].on_update(guarded(lambda: (tab.decoder.set_mask_choice(g["decoder_mask"].value), self._decoder_refresh(tab))))
+            g["decoder_lift"].on_click(guarded(lambda: self.decoder_lift(tab.client.client_id)))
+            g["decoder_clear"].on_click(guarded(lambda: (tab.decoder.clear(), self._decoder_refresh(tab))))
         tab.client.camera.on_update(lambda _cam: self._camera_moved(tab))
 
     # ------------------------------------------------------------------ events
@@ -336,6 +417,9 @@ class ViewerApp:
             return
         positive = event.modifier != NEGATIVE_MODIFIER and not tab.gui["negative"].value
         try:
+            if self._decoder_on(tab):
+                self.decoder_click(event.client_id, event.ray_origin, event.ray_direction, event.modifier != NEGATIVE_MODIFIER)
+                return
             self.click(event.client_id, event.ray_origin, event.ray_direction, positive)
         except Exception as e:
             self._report(tab, e)
@@ -383,8 +467,44 @@ class ViewerApp:
             tab.overlay.request()
 
     def _camera_moved(self, tab: TabState) -> None:
-        if not tab.closed and "overlay" in tab.gui and tab.gui["overlay"].value != "off":
+        if tab.closed:
+            return
+        if self._decoder_on(tab):
+            tab.decoder_overlay.request()
+        elif "overlay" in tab.gui and tab.gui["overlay"].value != "off":
             tab.overlay.request()
+
+    def _decoder_on(self, tab: TabState) -> bool:
+        return tab.decoder is not None and "decoder_on" in tab.gui and bool(tab.gui["decoder_on"].value)
+
+    def _decoder_toggled(self, tab: TabState) -> None:
+        """Decoder mode on: the splats give way to the server-rendered decoder frame; off: back to
+        the overlay setting."""
+        if self._decoder_on(tab):
+            tab.splats.visible = False
+            tab.decoder_overlay.request()
+        else:
+            self._overlay_changed(tab)
+
+    def _decoder_refresh(self, tab: TabState) -> None:
+        if self._decoder_on(tab):
+            tab.decoder_overlay.request()
+        if "decoder_status" in tab.gui:
+            tab.gui["decoder_status"].content = tab.decoder.describe()
+
+    def _render_decoder(self, tab: TabState) -> None:
+        if tab.closed or tab.decoder is None:
+            return
+        cam = tab.client.camera
+        try:
+            frame = tab.decoder.frame(cam.wxyz, cam.position, cam.fov, cam.image_width, cam.image_height)
+        except Exception as e:
+            self._report(tab, e)
+            return
+        tab.gui["decoder_status"].content = tab.decoder.describe()
+        if not tab.closed and self._decoder_on(tab):
+            tab.client.scene.set_background_image(frame.image, format="jpeg", jpeg_quality=90)
+            tab.decoder_frames += 1
 
     # ------------------------------------------------------------------ output
 
@@ -400,12 +520,12 @@ class ViewerApp:
             c = tab.last_click
             status += f"  \n<small>last click: ray {1e3 * c.ray_seconds:.0f} ms, query {1e3 * c.query_seconds:.0f} ms</small>"
         tab.gui["status"].content = status
-        if tab.gui["overlay"].value == "selection":
+        if tab.gui["overlay"].value == "selection" and not self._decoder_on(tab):
             tab.overlay.request()
 
     def _render_overlay(self, tab: TabState) -> None:
         mode = tab.gui["overlay"].value
-        if tab.closed or mode == "off":
+        if tab.closed or mode == "off" or self._decoder_on(tab):
             return
         cam = tab.client.camera
         try:

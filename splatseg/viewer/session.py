@@ -53,6 +53,7 @@ class SelectionSession:
         self.negatives: list[np.ndarray] = []
         self.text: str | None = None
         self._text_embeddings: tuple[np.ndarray, np.ndarray] | None = None
+        self._external: tuple[Selection, str] | None = None  # a selection made elsewhere (SAM decoder)
         self.selection: Selection | None = None
 
     # ------------------------------------------------------------------ prompts
@@ -73,8 +74,8 @@ class SelectionSession:
     def add_feature(self, feature: np.ndarray, positive: bool = True) -> Selection | None:
         """Adds a click by its rendered feature [D]."""
         with self.lock:
-            if self.text is not None:
-                self.text, self._text_embeddings = None, None
+            if self.text is not None or self._external is not None:
+                self.text, self._text_embeddings, self._external = None, None, None
                 self.positives, self.negatives = [], []
             (self.positives if positive else self.negatives).append(np.asarray(feature, np.float32))
             return self._recompute()
@@ -84,14 +85,25 @@ class SelectionSession:
         negatives' [Q, E]."""
         with self.lock:
             self.positives, self.negatives = [], []
+            self._external = None
             self.text = phrase
             self._text_embeddings = (np.asarray(text_embedding, np.float32), np.asarray(negative_embeddings, np.float32))
+            return self._recompute()
+
+    def set_selection(self, selection: Selection, label: str) -> Selection:
+        """Replaces every prompt by a selection made elsewhere (the viewer's SAM-decoder mode), with
+        per-Gaussian scores [N]: the threshold still applies to them; the next click, text or clear
+        drops it. `label` names its prompts in `describe`."""
+        with self.lock:
+            self.positives, self.negatives = [], []
+            self.text, self._text_embeddings = None, None
+            self._external = (selection, label)
             return self._recompute()
 
     def clear(self) -> None:
         with self.lock:
             self.positives, self.negatives = [], []
-            self.text, self._text_embeddings = None, None
+            self.text, self._text_embeddings, self._external = None, None, None
             self.selection = None
 
     # ------------------------------------------------------------------ settings
@@ -129,6 +141,8 @@ class SelectionSession:
             n = self.field.num_gaussians
             if self.text is not None:
                 prompts = f'text "{self.text}"'
+            elif self._external is not None:
+                prompts = self._external[1]
             elif self.positives or self.negatives:
                 prompts = f"{len(self.positives)} positive, {len(self.negatives)} negative click(s), {self.granularity}"
             else:
@@ -139,7 +153,10 @@ class SelectionSession:
             return f"**Selected {c:,} of {n:,} Gaussians** ({100.0 * c / max(n, 1):.1f}%) from {prompts}."
 
     def _recompute(self) -> Selection | None:
-        if self._text_embeddings is not None:
+        if self._external is not None:
+            base = self._external[0]
+            self.selection = Selection(mask=base.scores > self.threshold, scores=base.scores)
+        elif self._text_embeddings is not None:
             self.selection = select_by_text(self.field, *self._text_embeddings, threshold=self.threshold)
         elif self.positives:
             self.selection = select_by_feature(self.field, self.positives, self.negatives, self.granularity, self.threshold)
