@@ -280,6 +280,9 @@ def write_scene(scene: SyntheticScene, root: Path, progress: bool = True) -> Pat
     }, indent=2))
     write_ply(tmp / "splats.ply", scene.splats)
     write_transforms_json(tmp, cams)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; a scene directory is an ordinary folder
     os.replace(tmp, root)
     return root
 
