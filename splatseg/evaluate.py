@@ -13,6 +13,7 @@ from scipy import ndimage
 from splatseg.data import load_scene
 from splatseg.data.synthetic import TABLE_ID, load_ground_truth
 from splatseg.data.placement import splats_in_world
+from splatseg.io.ply import read_ply
 from splatseg.metrics import iou
 from splatseg.query import Click, Selection, select_by_clicks
 from splatseg.render import render
@@ -189,3 +190,141 @@ def evaluate_foreground(scene_dir: Path, run_dir: Path, click: Click | None = No
         pred = render_selection(params, sel.mask, cams, i)
         rows.append(ForegroundRow(name, name in heldout, iou(pred, masks[i]), accuracy(pred, masks[i]), boundary_iou(pred, masks[i])))
     return (click if click is not None else point), sel, rows
+
+
+# ------------------------------------------------------------------------------------------------
+# The quality protocol over generated scenes (scripts/eval_quality.py): several click rules per
+# object, 2D IoU on held-out views, 3D IoU in three weightings, amodal IoU of the export.
+# ------------------------------------------------------------------------------------------------
+
+CLICK_RULES = ("deepest", "random", "views")
+"""How a simulated user clicks an object: "deepest" the pixel deepest inside it in the training view
+where it is largest; "random" random interior pixels (at least 3 px inside) of that view; "views" the
+deepest pixel in two other training views (the second largest and the median one)."""
+
+MIN_VISIBLE_PIXELS = 20
+"""An object counts as visible in a view when it covers at least this many pixels."""
+
+
+def gaussian_weights(splats) -> dict[str, np.ndarray]:
+    """The three weightings of the 3D metrics, float64 [N] each: "count" (1), "opacity", and
+    "area" (opacity x the product of the two largest scales: the footprint a splat paints)."""
+    s = np.sort(splats.scales.astype(np.float64), axis=1)
+    opacity = splats.opacities.astype(np.float64)
+    return {"count": np.ones(len(splats)), "opacity": opacity, "area": opacity * s[:, 1] * s[:, 2]}
+
+
+def weighted_scores(pred: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> tuple[float, float, float]:
+    """(IoU, precision, recall) of a selection `pred` [N] bool against `truth` [N] bool, each
+    Gaussian counted with `weight` [N]; an empty prediction has precision 1, an empty truth recall 1."""
+    inter = float(weight[pred & truth].sum())
+    p, t = float(weight[pred].sum()), float(weight[truth].sum())
+    union = p + t - inter
+    return (inter / union if union > 0 else 1.0), (inter / p if p > 0 else 1.0), (inter / t if t > 0 else 1.0)
+
+
+def render_alone(params: dict, mask: np.ndarray, cameras: Cameras, i: int) -> np.ndarray:
+    """bool [H, W]: pixels of camera i where the Gaussians `mask` [N] alone (the rest of the scene
+    removed) reach half opacity -- what an exported object looks like on its own."""
+    idx = torch.from_numpy(np.flatnonzero(mask))
+    H, W = int(cameras.heights[i]), int(cameras.widths[i])
+    if idx.numel() == 0:
+        return np.zeros((H, W), bool)
+    sub = {k: v.index_select(0, idx.to(v.device)) for k, v in params.items() if k != "sh"}
+    with torch.no_grad():
+        out = render(sub["means"], sub["quats"], sub["scales"], sub["opacities"], sub["means"].new_zeros(idx.numel(), 1),
+                     torch.from_numpy(cameras.viewmats[i : i + 1]).float(), torch.from_numpy(cameras.Ks[i : i + 1]).float(), W, H)
+    return out.alphas[0, ..., 0].cpu().numpy() > 0.5
+
+
+def render_selections(params: dict, masks: np.ndarray, cameras: Cameras, i: int) -> np.ndarray:
+    """bool [S, H, W]: `render_selection` of S selections `masks` [S, N] in one pass of camera i."""
+    sel = torch.from_numpy(np.ascontiguousarray(masks.T, np.float32)).to(params["means"].device)
+    with torch.no_grad():
+        out = render(params["means"], params["quats"], params["scales"], params["opacities"], sel,
+                     torch.from_numpy(cameras.viewmats[i : i + 1]).float(), torch.from_numpy(cameras.Ks[i : i + 1]).float(),
+                     int(cameras.widths[i]), int(cameras.heights[i]))
+    value = out.colors[0].cpu().numpy()  # [H, W, S]
+    alpha = out.alphas[0].cpu().numpy()  # [H, W, 1]
+    return np.moveaxis((alpha > 0.5) & (value > 0.5 * alpha), -1, 0)
+
+
+def object_clicks(gt_maps: dict[int, np.ndarray], train_views: list[int], names: list[str], oid: int, rule: str,
+                  rng: np.random.Generator, num_random: int = 3) -> list[Click]:
+    """The clicks of one rule (`CLICK_RULES`) on object `oid`; [] when no training view shows it."""
+    areas = sorted(((int((gt_maps[i] == oid).sum()), i) for i in train_views), reverse=True)
+    areas = [(a, i) for a, i in areas if a >= MIN_VISIBLE_PIXELS]
+    if not areas:
+        return []
+    best = areas[0][1]
+    if rule == "deepest":
+        xy = choose_click(gt_maps[best], oid)
+        return [Click(names[best], *xy)]
+    if rule == "random":
+        region = gt_maps[best] == oid
+        inner = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1] >= 3
+        rows, cols = np.nonzero(inner if inner.any() else region)
+        pick = rng.choice(len(rows), size=min(num_random, len(rows)), replace=False)
+        return [Click(names[best], cols[j] + 0.5, rows[j] + 0.5) for j in pick]
+    if rule == "views":
+        others = [areas[1][1]] if len(areas) > 1 else []
+        if len(areas) > 2:
+            others.append(areas[len(areas) // 2][1])
+        return [Click(names[i], *choose_click(gt_maps[i], oid)) for i in dict.fromkeys(others)]
+    raise ValueError(f"unknown click rule {rule!r} (expected one of {CLICK_RULES})")
+
+
+@dataclass
+class ClickScore:
+    """Scores of one click on one object (3D weightings: count, opacity, area)."""
+
+    object: str
+    rule: str
+    click: tuple[str, float, float]
+    selected: int
+    iou_2d: float  # mean over held-out views showing the object
+    amodal_2d: float  # exported object rendered alone vs true object alone, held-out views
+    iou_3d: dict[str, float]
+    precision_3d: dict[str, float]
+    recall_3d: dict[str, float]
+
+
+def score_clicks(scene_dir: Path, fld, select, rules=CLICK_RULES, seed: int = 0, progress: bool = False) -> list[ClickScore]:
+    """The quality protocol on one generated scene and one trained field.
+
+    `select(fld, click) -> Selection` makes the selection (so variants of the selection step can be
+    scored on the same run); every clickable object is clicked by every rule."""
+    from tqdm import tqdm
+
+    gt = load_ground_truth(scene_dir)
+    cams = load_scene(scene_dir).cameras
+    splats = read_ply(Path(scene_dir) / "splats.ply")  # generated scenes: their own frame, no transform
+    params = splats.torch_params()
+    weights = gaussian_weights(splats)
+    heldout = [cams.names.index(n) for n in fld.info["heldout_views"]]
+    train_views = [cams.names.index(n) for n in fld.info["train_views"]]
+    gt_maps = {i: gt.view_labels(cams.names[i])[0] for i in range(len(cams))}
+    rng = np.random.default_rng(seed)
+    jobs = []  # (oid, rule, click, mask)
+    for oid in gt.clickable_ids:
+        for rule in rules:
+            for click in object_clicks(gt_maps, train_views, cams.names, oid, rule, rng):
+                jobs.append((oid, rule, click, select(fld, click).mask))
+    if not jobs:
+        return []
+    masks = np.stack([j[3] for j in jobs])
+    modal = {i: render_selections(params, masks, cams, i) for i in tqdm(heldout, desc="held-out renders", disable=not progress, leave=False)}
+    truth_alone = {(oid, i): render_alone(params, gt.object_id == oid, cams, i) for oid in {j[0] for j in jobs} for i in heldout}
+    scores = []
+    for s, (oid, rule, click, mask) in enumerate(tqdm(jobs, desc="score", disable=not progress, leave=False)):
+        truth = gt.object_id == oid
+        shown = [i for i in heldout if (gt_maps[i] == oid).sum() >= MIN_VISIBLE_PIXELS]
+        iou2 = [iou(modal[i][s], gt_maps[i] == oid) for i in shown]
+        amodal = [iou(render_alone(params, mask, cams, i), truth_alone[(oid, i)]) for i in shown]
+        i3, p3, r3 = {}, {}, {}
+        for name, w in weights.items():
+            i3[name], p3[name], r3[name] = weighted_scores(mask, truth, w)
+        scores.append(ClickScore(gt.object_names[oid], rule, (click.stem, float(click.x), float(click.y)), int(mask.sum()),
+                                 float(np.mean(iou2)) if iou2 else float("nan"), float(np.mean(amodal)) if amodal else float("nan"),
+                                 i3, p3, r3))
+    return scores

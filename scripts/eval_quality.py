@@ -1,0 +1,193 @@
+"""One-click quality over the generated scene family (`splatseg.data.family`), mean and worst case.
+
+For every seed: generate the scene, make its 2D segments (the SAM failure simulator at a noise level,
+or the weights-free default source), train the default pipeline, click every object by several rules
+(deepest interior pixel, random interior pixels, other views) and score each click:
+- held-out 2D IoU (the selection rendered in the held-out views against the true label maps),
+- 3D IoU, precision and recall against the true Gaussians, counted three ways: by count, by opacity,
+  and by opacity x footprint area (opacity x the product of the two largest scales),
+- amodal 2D IoU of the export (the selected Gaussians rendered alone against the true object alone),
+- train seconds (segments excluded).
+Scenes, segments and runs are cached under --work and reused.
+
+    python scripts/eval_quality.py --seeds 0-9 --noise medium
+    python scripts/eval_quality.py --seeds 0-2 --density dense
+    python scripts/eval_quality.py --seeds 100-107 --noise high --json high.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tyro
+
+
+@dataclass
+class Args:
+    seeds: str = "0-9"
+    """Scene seeds: "0-9", "0,3,5" or "100-107"."""
+    noise: Literal["none", "low", "medium", "high"] = "medium"
+    """Noise level of the SAM failure simulator (`splatseg.segments.noisy.NOISE_LEVELS`)."""
+    mask_source: Literal["sim", "felzenszwalb"] = "sim"
+    """2D segments: the simulator at --noise, or the weights-free default source."""
+    density: Literal["default", "dense"] = "default"
+    """Gaussians per object: default 2.5k-6k, dense 25k-100k."""
+    work: Path = Path("outputs/eval_quality")
+    """Cache of scenes, segments and runs."""
+    tag: str = "default"
+    """Name of this configuration's runs under WORK/runs/ (change it when the training changes)."""
+    retrain: bool = False
+    """Train again even when WORK holds a run for this tag."""
+    train_args: list[str] = field(default_factory=list)
+    """Extra `splatseg train` flags for every run, e.g. --train-args --iterations 400."""
+    rules: list[str] = field(default_factory=lambda: ["deepest", "random", "views"])
+    """Click rules to score (splatseg.evaluate.CLICK_RULES)."""
+    json: Path | None = None
+    """Also write every click's scores and the summary here."""
+    threads: int = 2
+    """torch CPU threads."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+def parse_seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part.strip()[1:]:
+            a, b = part.split("-", 1)
+            out += list(range(int(a), int(b) + 1))
+        elif part.strip():
+            out.append(int(part))
+    return out
+
+
+def scene_dir(args: Args, seed: int) -> Path:
+    from splatseg.data.family import FamilyConfig, generate_family_scene
+
+    path = args.work / "scenes" / f"{args.density}_{seed:03d}"
+    if not (path / "splats.ply").exists():
+        generate_family_scene(path, FamilyConfig(seed=seed, density=args.density), progress=args.progress)
+    return path
+
+
+def segments_for(args: Args, scene: Path, seed: int) -> Path | None:
+    """The simulator's segments of every view (written once), or None for the default source."""
+    if args.mask_source != "sim":
+        return args.work / "segments" / "felzenszwalb" / scene.name
+    from splatseg.data import load_scene
+    from splatseg.data.synthetic import TABLE_ID, load_ground_truth
+    from splatseg.segments.cache import write_segments
+    from splatseg.segments.noisy import NOISE_LEVELS, simulate_segments
+
+    out = args.work / "segments" / args.noise / scene.name
+    gt = load_ground_truth(scene)
+    names = load_scene(scene).cameras.names
+    if all((out / f"{n}.npz").exists() for n in names):
+        return out
+    support = [TABLE_ID]
+    room = [i for i in gt.background_ids if gt.object_names[i] in ("floor", "wall")]
+    for v, stem in enumerate(names):
+        obj, part = gt.view_labels(stem)
+        seg = simulate_segments(obj, part, seed=seed * 1000 + v, config=NOISE_LEVELS[args.noise], support_ids=support, room_ids=room)
+        write_segments(out / f"{stem}.npz", seg)
+    return out
+
+
+def run_dir(args: Args, scene: Path, segments: Path) -> tuple[Path, float]:
+    from splatseg.cli import main as cli_main
+
+    source = args.noise if args.mask_source == "sim" else "felzenszwalb"
+    out = args.work / "runs" / f"{args.tag}_{source}" / scene.name
+    if args.retrain or not (out / "run.json").exists():
+        argv = ["train", "--data", str(scene), "--out", str(out), "--segments", str(segments), "--holdout-every", "8",
+                *([] if args.progress else ["--no-progress"]), *args.train_args]
+        if cli_main(argv) != 0:
+            raise SystemExit(f"eval_quality: training failed for {scene}")
+    info = json.loads((out / "run.json").read_text())
+    return out, float(info["seconds"] - info["segments_seconds"])
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per-seed means, then mean and worst over seeds (and worst single click)."""
+    keys = ["iou_2d", "amodal_2d"] + [f"{m}_3d_{w}" for m in ("iou", "precision", "recall") for w in ("count", "opacity", "area")]
+    by_seed: dict[int, dict] = {}
+    for seed in sorted({r["seed"] for r in rows}):
+        mine = [r for r in rows if r["seed"] == seed]
+        by_seed[seed] = {k: float(np.nanmean([r[k] for r in mine])) for k in keys}
+    return {
+        "mean": {k: float(np.mean([s[k] for s in by_seed.values()])) for k in keys},
+        "worst_seed": {k: float(np.min([s[k] for s in by_seed.values()])) for k in keys},
+        "worst_click": {k: float(np.nanmin([r[k] for r in rows])) for k in keys},
+        "by_seed": by_seed,
+    }
+
+
+def flatten(seed: int, score) -> dict:
+    row = {"seed": seed, "object": score.object, "rule": score.rule, "click": score.click, "selected": score.selected,
+           "iou_2d": score.iou_2d, "amodal_2d": score.amodal_2d}
+    for m in ("iou", "precision", "recall"):
+        for w, v in getattr(score, f"{m}_3d").items():
+            row[f"{m}_3d_{w}"] = v
+    return row
+
+
+HEADER = f"{'seed':>5} {'obj':>4} {'2D':>6} {'2D min':>6} {'3D cnt':>6} {'3D opa':>6} {'3D area':>7} {'P area':>6} {'R area':>6} {'amodal':>6} {'train s':>7}"
+
+
+def main(args: Args) -> int:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    from splatseg.evaluate import score_clicks
+    from splatseg.query import select_by_clicks
+    from splatseg.run import load_field
+
+    seeds = parse_seeds(args.seeds)
+    rows, times = [], {}
+    print(HEADER)
+    for seed in seeds:
+        scene = scene_dir(args, seed)
+        segments = segments_for(args, scene, seed)
+        run, seconds = run_dir(args, scene, segments)
+        times[seed] = seconds
+        fld = load_field(run)
+        scores = score_clicks(scene, fld, lambda f, c: select_by_clicks(f, [c]), rules=args.rules, seed=seed, progress=args.progress)
+        mine = [flatten(seed, s) for s in scores]
+        rows += mine
+        m = {k: np.nanmean([r[k] for r in mine]) for k in mine[0] if isinstance(mine[0][k], float)}
+        print(f"{seed:>5} {len({r['object'] for r in mine}):>4} {m['iou_2d']:>6.3f} {np.nanmin([r['iou_2d'] for r in mine]):>6.3f} "
+              f"{m['iou_3d_count']:>6.3f} {m['iou_3d_opacity']:>6.3f} {m['iou_3d_area']:>7.3f} {m['precision_3d_area']:>6.3f} "
+              f"{m['recall_3d_area']:>6.3f} {m['amodal_2d']:>6.3f} {seconds:>7.1f}", flush=True)
+    summary = summarise(rows)
+    print("\nsummary over seeds", args.seeds, f"(noise {args.noise if args.mask_source == 'sim' else 'felzenszwalb'}, density {args.density}, "
+          f"{len(rows)} clicks)")
+    print(f"{'':<12} {'2D':>6} {'amodal':>6} | {'IoU cnt':>7} {'IoU opa':>7} {'IoU area':>8} | {'P cnt':>6} {'P area':>6} | {'R cnt':>6} {'R area':>6}")
+    for name in ("mean", "worst_seed", "worst_click"):
+        s = summary[name]
+        print(f"{name:<12} {s['iou_2d']:>6.3f} {s['amodal_2d']:>6.3f} | {s['iou_3d_count']:>7.3f} {s['iou_3d_opacity']:>7.3f} {s['iou_3d_area']:>8.3f} | "
+              f"{s['precision_3d_count']:>6.3f} {s['precision_3d_area']:>6.3f} | {s['recall_3d_count']:>6.3f} {s['recall_3d_area']:>6.3f}")
+    for rule in args.rules:
+        mine = [r for r in rows if r["rule"] == rule]
+        if mine:
+            print(f"rule {rule:<7} 2D {np.nanmean([r['iou_2d'] for r in mine]):.3f}  3D count {np.mean([r['iou_3d_count'] for r in mine]):.3f}  "
+                  f"area {np.mean([r['iou_3d_area'] for r in mine]):.3f}  ({len(mine)} clicks)")
+    print(f"train seconds (segments excluded): mean {np.mean(list(times.values())):.1f}, max {np.max(list(times.values())):.1f}")
+    if args.json is not None:
+        from splatseg.io.atomic import atomic_write
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(args.json) as f:
+            f.write(json.dumps({"args": {k: str(v) for k, v in asdict(args).items()}, "summary": summary, "clicks": rows,
+                                "train_seconds": times}, indent=1).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(tyro.cli(Args)))
