@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import tyro
 
-from splatseg.query import Click, select_by_clicks
+from splatseg.prompts import select_clicks as select_by_clicks  # the rule segment uses
+from splatseg.query import Click
 from splatseg.run import Field
 
 

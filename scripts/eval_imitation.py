@@ -33,7 +33,8 @@ from splatseg.imitation.aggregate import LiftViews, Point2D, aggregate  # noqa: 
 from splatseg.imitation.refine import refine_scores  # noqa: E402
 from splatseg.imitation.views import DecoderRun  # noqa: E402
 from splatseg.metrics import iou  # noqa: E402
-from splatseg.query import Click, select_by_clicks  # noqa: E402
+from splatseg.prompts import select_clicks as select_by_clicks  # noqa: E402  (the rule segment uses)
+from splatseg.query import Click  # noqa: E402
 from splatseg.run import load_field, write_json  # noqa: E402
 
 

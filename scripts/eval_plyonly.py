@@ -51,6 +51,7 @@ from splatseg.evaluate import choose_click, render_selection, surface_point  # n
 from splatseg.io.atomic import atomic_write  # noqa: E402
 from splatseg.io.splat_input import load_splats  # noqa: E402
 from splatseg.metrics import iou  # noqa: E402
+from splatseg.prompts import select_clicks  # noqa: E402  (the rule segment uses)
 from splatseg.query import DEFAULT_THRESHOLD, Click, Point, SurfaceIndex, combine, pick_from_logits, select_by_clicks, select_by_points  # noqa: E402
 from splatseg.render import render  # noqa: E402
 from splatseg.run import load_field  # noqa: E402
@@ -165,7 +166,7 @@ def evaluate_scene(scene_dir: Path, run_dir: Path, heldout_names: list[str] | No
                 else:
                     sels[m] = combine(fld, [pick_from_logits(fld, lg, "whole")], (), threshold).mask
         if with_click:
-            sels["click"] = select_by_clicks(fld, [click], "whole", threshold).mask
+            sels["click"] = select_clicks(fld, [click], "whole", threshold).mask
         for m, mask in sels.items():
             ious = [iou(render_selection(params, mask, cams, i), gt_maps[i] == oid) for i in prompts.heldout if (gt_maps[i] == oid).any()]
             inter, union = area[mask & truth].sum(), area[mask | truth].sum()

@@ -47,6 +47,9 @@ class Args:
     """Train again even when WORK holds a run for this tag."""
     train_args: list[str] = field(default_factory=list)
     """Extra `splatseg train` flags for every run, e.g. --train-args --iterations 400."""
+    query_rule: Literal["3d", "2d"] = "3d"
+    """How a click picks its query: "3d" the rule `segment` uses (3D scores under the click, walk up
+    by containment; splatseg.query), "2d" the earlier rule (largest active query)."""
     rules: list[str] = field(default_factory=lambda: ["deepest", "random", "views"])
     """Click rules to score (splatseg.evaluate.CLICK_RULES)."""
     json: Path | None = None
@@ -146,6 +149,7 @@ def main(args: Args) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     from splatseg.evaluate import score_clicks
+    from splatseg.prompts import run_picking, select_clicks
     from splatseg.query import select_by_clicks
     from splatseg.run import load_field
 
@@ -158,7 +162,12 @@ def main(args: Args) -> int:
         run, seconds = run_dir(args, scene, segments)
         times[seed] = seconds
         fld = load_field(run)
-        scores = score_clicks(scene, fld, lambda f, c: select_by_clicks(f, [c]), rules=args.rules, seed=seed, progress=args.progress)
+        if args.query_rule == "2d":
+            select = lambda f, c: select_by_clicks(f, [c])  # noqa: E731
+        else:
+            picking = run_picking(fld) if fld.view_viewmats is not None else None
+            select = lambda f, c: select_clicks(f, [c], picking=picking)  # noqa: E731
+        scores = score_clicks(scene, fld, select, rules=args.rules, seed=seed, progress=args.progress)
         mine = [flatten(seed, s) for s in scores]
         rows += mine
         m = {k: np.nanmean([r[k] for r in mine]) for k in mine[0] if isinstance(mine[0][k], float)}

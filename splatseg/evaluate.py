@@ -15,7 +15,8 @@ from splatseg.data.synthetic import TABLE_ID, load_ground_truth
 from splatseg.data.placement import splats_in_world
 from splatseg.io.ply import read_ply
 from splatseg.metrics import iou
-from splatseg.query import Click, Selection, select_by_clicks
+from splatseg.prompts import select_clicks
+from splatseg.query import Click, Selection
 from splatseg.render import render
 from splatseg.run import load_field
 from splatseg.types import Cameras
@@ -95,7 +96,7 @@ def evaluate_one_click_per_object(scene_dir: Path, run_dir: Path, threshold: flo
         if xy is None:
             continue
         click = Click(cams.names[best], *xy)
-        sel = select_by_clicks(fld, [click], granularity, threshold)
+        sel = select_clicks(fld, [click], granularity, threshold)
         selections[oid] = sel.mask
         truth = gt.object_id == oid
         ious = [iou(render_selection(params, sel.mask, cams, i), gt_maps[i] == oid)
@@ -181,7 +182,7 @@ def evaluate_foreground(scene_dir: Path, run_dir: Path, click: Click | None = No
 
             point = Point(*surface_point(params, cams, 0, *xy).tolist())
     if click is not None:
-        sel = select_by_clicks(fld, [click], granularity, threshold)
+        sel = select_clicks(fld, [click], granularity, threshold)
     else:
         sel = select_by_points(fld, SurfaceIndex.build(splats.means, splats.opacities), [point], granularity, threshold)
     heldout = set(fld.info.get("heldout_views", []))

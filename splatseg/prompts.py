@@ -25,6 +25,7 @@ from splatseg.query import (
     QueryError,
     Selection,
     SurfaceIndex,
+    click_ray,
     combine,
     pick_query,
     pixel_feature,
@@ -98,10 +99,56 @@ def surface_of_run(fld: Field) -> SurfaceIndex:
     return SurfaceIndex.build(splats.means, splats.opacities)
 
 
-def select(fld: Field, prompts: Prompts, surface: SurfaceIndex | None = None) -> Selection:
+def run_picking(fld: Field):
+    """`viewer.picking.PickingTensors` of the run's splats in its cameras' frame (for the 3D scores
+    under a click), checked against the field's Gaussian count."""
+    from splatseg.data.placement import splats_in_world
+    from splatseg.viewer.picking import PickingTensors
+
+    splats = splats_in_world(fld.splats_path, fld.info.get("splats_transform"))
+    if len(splats) != fld.num_gaussians:
+        raise QueryError(f"{fld.splats_path} has {len(splats)} Gaussians but the run was trained on {fld.num_gaussians}")
+    return PickingTensors.build(splats.means, splats.unit_quats, splats.scales, splats.opacities, fld.features)
+
+
+def click_scores(fld: Field, picking, click: Click) -> np.ndarray | None:
+    """3D scores [K] of the surface under a click (`query.pick_query`'s `scores_at`): the lifted
+    scores rendered along the ray through the click's pixel; None for runs without cameras."""
+    from splatseg.viewer.picking import scores_along_ray
+
+    ray = click_ray(fld, click)
+    return None if ray is None else scores_along_ray(picking, fld.lifted, *ray)
+
+
+def click_queries(fld: Field, clicks: list[Click], granularity: Granularity, picking=None) -> tuple[list[int], list[int]]:
+    """(positive, negative) query indices of clicks in the run's own pixels. `picking` (from
+    `run_picking`) is built on demand when the run stores cameras and containment."""
+    if picking is None and clicks and fld.view_viewmats is not None and fld.containment is not None:
+        pixel_feature(fld, clicks[0])  # a bad first click fails before the splats are read
+        picking = run_picking(fld)
+    pos, neg = [], []
+    for c in clicks:
+        feature = pixel_feature(fld, c)  # checks the stem and the pixel first
+        at = click_scores(fld, picking, c) if picking is not None else None
+        (pos if c.positive else neg).append(pick_query(fld, feature, granularity if c.positive else "part", at))
+    return pos, neg
+
+
+def select_clicks(fld: Field, clicks: list[Click], granularity: Granularity = "whole", threshold: float = DEFAULT_THRESHOLD,
+                  picking=None) -> Selection:
+    """Selection for clicks given in the run's own pixels (evaluation code; `select` maps a user's
+    photo pixels first)."""
+    if not any(c.positive for c in clicks):
+        raise QueryError("at least one positive click is needed")
+    pos, neg = click_queries(fld, clicks, granularity, picking)
+    return combine(fld, pos, [k for k in neg if k not in pos], threshold)
+
+
+def select(fld: Field, prompts: Prompts, surface: SurfaceIndex | None = None, picking=None) -> Selection:
     """The selection answering `prompts` on a trained run (clicks and points combined as in
     `query.combine`: max over positives, dropped where a negative scores at least as high).
-    `surface` (built from the run's splats) is made on demand for point prompts."""
+    `surface` (built from the run's splats) is made on demand for point prompts, `picking` for
+    clicks."""
     prompts.check()
     if prompts.text is not None:
         emb = run_text_encoder(fld).encode_text([prompts.text, *CANONICAL_NEGATIVES])
@@ -110,10 +157,7 @@ def select(fld: Field, prompts: Prompts, surface: SurfaceIndex | None = None) ->
 
     undistortion = fld.info.get("undistortion")
     clicks = [Click(*photo_pixels_to_run(undistortion, [(c.stem, c.x, c.y)])[0], c.positive) for c in prompts.clicks]
-    pos, neg = [], []
-    for c in clicks:
-        k = pick_query(fld, pixel_feature(fld, c), prompts.granularity if c.positive else "part")
-        (pos if c.positive else neg).append(k)
+    pos, neg = click_queries(fld, clicks, prompts.granularity, picking)
     if prompts.points:
         surface = surface or surface_of_run(fld)
         for p in prompts.points:

@@ -5,8 +5,16 @@ How a click becomes a selection:
    along a ray for an arbitrary camera).
 2. Mask logits of the K queries at that pixel: F . q_k + b_k. Queries with a positive logit are
    "active" there.
-3. Granularity: "whole" takes the active query with the largest 3D extent; "part" takes the most
-   confident active query among the smaller ones (the whole itself when none is smaller).
+3. Which queries hold the click in 3D: the lifted scores rendered along the click's ray (the
+   clicked surface's 3D score under each query, `scores_at` [K]). A query is a candidate when it
+   is active and its 3D score there is at least `MEMBERSHIP` (a query active in 2D whose lifted
+   selection misses the clicked surface, e.g. a background query leaking over an object, is not);
+   the most confident candidate p is the click's own segment. "whole" walks up from p to the
+   largest query whose selection contains p's (containment [K, K] stored by training, at least
+   `CONTAINS`) and also holds the click; "part" takes the most confident candidate inside that
+   whole, other than the whole itself (p when there is none). Runs without the stored cameras or
+   containment, or prompts without 3D scores, fall back to the 2D rule: "whole" is the active
+   query with the largest 3D extent, "part" the most confident of the smaller active ones.
 4. The chosen query's lifted score column [N] (its masks from every training view pushed back onto
    the Gaussians through the blend weights) thresholded gives the selection. Several positive
    clicks take the maximum of their columns; a Gaussian is dropped when a negative click's column
@@ -41,6 +49,12 @@ Granularity = Literal["whole", "part"]
 
 DEFAULT_THRESHOLD = 0.3
 """Lifted score above which a Gaussian belongs to the selection."""
+
+MEMBERSHIP = 0.5
+"""3D score at the prompt (lifted scores rendered along the click's ray) from which a query holds it."""
+
+CONTAINS = 0.7
+"""Share of a query's selection another must hold to count as containing it ("whole" walks up)."""
 
 
 
@@ -93,9 +107,44 @@ def query_logits(fld: Field, feature: np.ndarray) -> np.ndarray:
     return fld.queries @ feature.astype(np.float32) + fld.query_bias
 
 
-def pick_query(fld: Field, feature: np.ndarray, granularity: Granularity = "whole") -> int:
-    """Index of the query answering a click with rendered feature `feature` [D]."""
-    return pick_from_logits(fld, query_logits(fld, feature), granularity)
+def pick_query(fld: Field, feature: np.ndarray, granularity: Granularity = "whole", scores_at: np.ndarray | None = None) -> int:
+    """Index of the query answering a click with rendered feature `feature` [D] and, when known,
+    the 3D scores `scores_at` [K] in [0, 1] of the clicked surface (module doc, step 3)."""
+    return pick_with_membership(fld, query_logits(fld, feature), scores_at, granularity)
+
+
+def pick_with_membership(fld: Field, logits: np.ndarray, scores_at: np.ndarray | None, granularity: Granularity = "whole") -> int:
+    """The query answering a prompt with per-query 2D evidence `logits` [K] (> 0: active) and 3D
+    scores `scores_at` [K] at the prompt (module doc, step 3); the 2D rule without them."""
+    if scores_at is None or fld.containment is None:
+        return pick_from_logits(fld, logits, granularity)
+    held = scores_at >= MEMBERSHIP
+    candidates = np.flatnonzero((logits > 0) & held)
+    if candidates.size == 0:
+        candidates = np.flatnonzero(held)
+    if candidates.size == 0:  # no query holds the clicked surface: the one that comes closest
+        return int(np.argmax(scores_at))
+    p = int(candidates[np.argmax(logits[candidates])])
+    up = np.flatnonzero((fld.containment[p] >= CONTAINS) & held)
+    whole = int(up[np.argmax(fld.query_size[up])]) if up.size else p
+    if granularity == "whole":
+        return whole
+    inside = candidates[(candidates != whole) & (fld.containment[candidates, whole] >= CONTAINS)]
+    return int(inside[np.argmax(logits[inside])]) if inside.size else p
+
+
+def click_ray(fld: Field, click: Click) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """(origin [3], unit direction [3], focal length in pixels): the world ray through a click's
+    pixel in its view's stored camera (world frame of the run); None for runs without cameras."""
+    if fld.view_viewmats is None or fld.view_Ks is None:
+        return None
+    v = fld.view_names.index(click.stem)
+    viewmat = fld.view_viewmats[v].astype(np.float64)
+    K = fld.view_Ks[v].astype(np.float64)
+    R, t = viewmat[:3, :3], viewmat[:3, 3]
+    d_cam = np.linalg.solve(K, np.array([click.x, click.y, 1.0]))
+    d = R.T @ d_cam
+    return -R.T @ t, d / np.linalg.norm(d), float(K[1, 1])
 
 
 def pick_from_logits(fld: Field, logits: np.ndarray, granularity: Granularity = "whole") -> int:
@@ -129,20 +178,28 @@ def combine(fld: Field, positive: Sequence[int], negative: Sequence[int] = (), t
     return Selection(mask=mask, scores=pos.astype(np.float32) / 255.0, queries=list(positive), negative_queries=list(negative))
 
 
-def select_by_clicks(fld: Field, clicks: Sequence[Click], granularity: Granularity = "whole", threshold: float = DEFAULT_THRESHOLD) -> Selection:
-    """Selection for point prompts in the scene's images (see `Click`)."""
+def select_by_clicks(fld: Field, clicks: Sequence[Click], granularity: Granularity = "whole", threshold: float = DEFAULT_THRESHOLD,
+                     scores_at=None) -> Selection:
+    """Selection for point prompts in the scene's images (see `Click`). `scores_at(click) -> [K] | None`
+    gives the 3D scores of the clicked surface (`prompts.click_scores`); without it the 2D rule."""
     if not any(c.positive for c in clicks):
         raise QueryError("at least one positive click is needed")
-    pos = [pick_query(fld, pixel_feature(fld, c), granularity) for c in clicks if c.positive]
-    neg = [pick_query(fld, pixel_feature(fld, c), "part") for c in clicks if not c.positive]
+    at = (lambda c: None) if scores_at is None else scores_at
+    pos = [pick_query(fld, pixel_feature(fld, c), granularity, at(c)) for c in clicks if c.positive]
+    neg = [pick_query(fld, pixel_feature(fld, c), "part", at(c)) for c in clicks if not c.positive]
     neg = [k for k in neg if k not in pos]
     return combine(fld, pos, neg, threshold)
 
 
-def select_by_feature(fld: Field, features: Sequence[np.ndarray], negatives: Sequence[np.ndarray] = (), granularity: Granularity = "whole", threshold: float = DEFAULT_THRESHOLD) -> Selection:
-    """Selection for rendered features [D] of positive and negative points (the viewer's clicks)."""
-    pos = [pick_query(fld, f, granularity) for f in features]
-    neg = [k for k in (pick_query(fld, f, "part") for f in negatives) if k not in pos]
+def select_by_feature(fld: Field, features: Sequence[np.ndarray], negatives: Sequence[np.ndarray] = (), granularity: Granularity = "whole",
+                      threshold: float = DEFAULT_THRESHOLD, scores: Sequence[np.ndarray | None] | None = None,
+                      negative_scores: Sequence[np.ndarray | None] | None = None) -> Selection:
+    """Selection for rendered features [D] of positive and negative points (the viewer's clicks),
+    with the 3D scores [K] of each clicked surface when known (aligned lists; None: the 2D rule)."""
+    scores = list(scores) if scores is not None else [None] * len(features)
+    negative_scores = list(negative_scores) if negative_scores is not None else [None] * len(negatives)
+    pos = [pick_query(fld, f, granularity, a) for f, a in zip(features, scores)]
+    neg = [k for k in (pick_query(fld, f, "part", a) for f, a in zip(negatives, negative_scores)) if k not in pos]
     return combine(fld, pos, neg, threshold)
 
 
@@ -314,8 +371,10 @@ def point_logits(fld: Field, idx: np.ndarray, weights: np.ndarray) -> np.ndarray
 
 
 def pick_query_at_gaussians(fld: Field, idx: np.ndarray, weights: np.ndarray, granularity: Granularity = "whole") -> int:
-    """The query answering a point prompt whose surface neighbourhood is `idx` with `weights`."""
-    return pick_from_logits(fld, point_logits(fld, idx, weights), granularity)
+    """The query answering a point prompt whose surface neighbourhood is `idx` with `weights`
+    (its weighted lifted scores are both the evidence and the 3D scores of step 3)."""
+    logits = point_logits(fld, idx, weights)
+    return pick_with_membership(fld, logits, logits + 0.5, granularity)
 
 
 def select_by_points(fld: Field, surface: SurfaceIndex, points: Sequence[Point], granularity: Granularity = "whole",

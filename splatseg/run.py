@@ -202,6 +202,9 @@ class Field:
     view_maps: np.ndarray
     image_sizes: np.ndarray
     run_id: str = ""
+    containment: np.ndarray | None = None  # [K, K] C[j, k]: share of query j's selection query k's holds
+    view_viewmats: np.ndarray | None = None  # [V, 4, 4] world -> camera of each view (OpenCV axes)
+    view_Ks: np.ndarray | None = None  # [V, 3, 3] intrinsics at image_sizes
 
     @property
     def num_gaussians(self) -> int:
@@ -285,6 +288,11 @@ def _check_shapes(run_dir: Path, info: dict, a: dict, v: dict) -> None:
         raise bad("views.npz", f"maps must be [{len(names)}, h, w, {d}] (one per name), got {list(maps.shape)}")
     if sizes.shape != (len(names), 2):
         raise bad("views.npz", f"image_sizes must be [{len(names)}, 2], got {list(sizes.shape)}")
+    if "containment" in a and a["containment"].shape != (k, k):
+        raise bad("field.npz", f"containment must be [{k}, {k}], got {list(a['containment'].shape)}")
+    for key, shape in (("viewmats", (len(names), 4, 4)), ("Ks", (len(names), 3, 3))):
+        if key in v and v[key].shape != shape:
+            raise bad("views.npz", f"{key} must be {list(shape)}, got {list(v[key].shape)}")
 
 
 def load_field(run_dir: Path, verify_splats_file: bool = True) -> Field:
@@ -320,6 +328,9 @@ def load_field(run_dir: Path, verify_splats_file: bool = True) -> Field:
         view_maps=views["maps"],
         image_sizes=views["image_sizes"],
         run_id=info["run_id"],
+        containment=arrays.get("containment"),
+        view_viewmats=views.get("viewmats"),
+        view_Ks=views.get("Ks"),
     )
 
 

@@ -98,6 +98,13 @@ class TrainConfig:
     split.json is used instead. 0 trains on all views."""
     fill_unseen_neighbours: int = 8
     """Gaussians no training view sees take the mean score of this many nearest seen ones (0: off)."""
+    xray_weight: float = 0.01
+    """Weight of the X-ray votes (each view's mask under a Gaussian's projected centre, occluded or
+    not) against the blend-weighted evidence, as a fraction of a typical Gaussian's evidence; they
+    decide the Gaussians no view sees well (undersides, hidden faces). 0: blend evidence alone."""
+    surface_smoothing: float = 1.0
+    """Weight of a Gaussian's neighbours on the same surface against its own evidence when scores
+    are propagated after lifting (splatseg.train.refine); 0: no propagation."""
     checkpoint_every: Annotated[int, tyro.conf.arg(aliases=("--ckpt-every",))] = 500
     """Steps between checkpoints (ckpt.pt) for resuming."""
     seed: int = 0

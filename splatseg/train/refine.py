@@ -36,7 +36,7 @@ class RefineConfig:
 
     neighbours: int = 16
     """k of the k-nearest-neighbour graph over Gaussian centres."""
-    smoothing: float = 3.0
+    smoothing: float = 1.0
     """lam: weight of the neighbours against a typically seen Gaussian's own evidence."""
     plane_weight: float = 1.0
     """How strongly an offset out of the neighbours' tangent planes (in local spacings) cuts a link."""

@@ -29,9 +29,10 @@ from splatseg.run import (CKPT_NAME, RunError, claim_run_dir, file_sha256, refus
                           write_run)
 from splatseg.segments.cache import read_segments, segments_dir
 from splatseg.train.config import TrainConfig
-from splatseg.train.lifting import lift_queries
+from splatseg.train.lifting import evidence_scores, fill_unseen, lift_evidence, quantise
 from splatseg.train.losses import dice_loss, focal_loss, focal_loss_to_zero, pairwise_cosine_cost, pairwise_dice_cost, pairwise_focal_cost
 from splatseg.train.matching import hungarian
+from splatseg.train.refine import RefineConfig, containment, refine_scores, surface_graph
 from splatseg.train.segments_stage import ensure_segments
 from splatseg.train.validation import validate_train_config
 from splatseg.train.view_renderers import ViewRenderer, make_view_renderer
@@ -140,7 +141,8 @@ def _run_identity(cfg: TrainConfig, splats_sha: str, n: int, names: list[str]) -
 def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path | None]:
     """(the splats --splats leads to, the scene directory): --data when given, else the scene a
     trainer's output folder names when it is on this machine (said in one line), else None (no
-    photos: the run is made from the splats alone)."""
+    photos: the run is made from the splats alone); ValueError for a folder naming a scene that
+    is not here."""
     given = cfg.splats_path
     if not Path(given).exists():
         raise FileNotFoundError(f"splats file {given} not found (pass --splats, or run `splatseg recon` first)")
@@ -152,9 +154,9 @@ def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path | None]:
     if source.scene is not None and source.scene_exists:
         print(f"train: no --data given; using the scene {source.scene} named by the {source.kind} output {given}")
         return source, source.scene
-    if source.scene is not None:
-        print(f"train: {given} names the scene {source.scene}, which is not here; training on the splats alone "
-              "(pass --data SCENE to use its photos)")
+    if source.scene is not None:  # the user expects its photos: say where they are missing, do not guess
+        raise ValueError(f"train: {given} names the scene {source.scene}, which is not on this machine; pass --data SCENE "
+                         f"(or --splats {source.splats_file} to make the run from the splat file alone)")
     return source, None
 
 
@@ -175,6 +177,18 @@ def make_virtual_views(cfg: TrainConfig, splats_file: Path) -> tuple[Splats, Pat
     print(f"no photos given: {how} {report['views']} virtual views ({report['kind']}, {report['width']}x{report['height']}, "
           f"coverage {report['coverage']:.3f}) of {splats_file} in {views_dir}", flush=True)
     return splats, views_dir, {"ply_only": True, "virtual_views": report}
+
+
+def lifted_scores(evidence, splats: Splats, cfg: TrainConfig) -> np.ndarray:
+    """lifted [K, N] uint8 from the lifting evidence: blend evidence and X-ray votes combined
+    (`lifting.evidence_scores`), unseen Gaussians filled from their neighbours, then propagated
+    along surfaces (`refine.refine_scores`, unless --surface-smoothing 0)."""
+    scores, support = evidence_scores(evidence, cfg.xray_weight)
+    scores = fill_unseen(scores, support, splats.means, cfg.fill_unseen_neighbours)
+    if cfg.surface_smoothing > 0:
+        refine = RefineConfig(smoothing=cfg.surface_smoothing)
+        scores = refine_scores(scores, support, surface_graph(splats, refine), refine)
+    return quantise(scores)
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -273,12 +287,14 @@ def train(cfg: TrainConfig) -> Path:
 
     features = model.features.detach()
     with torch.no_grad():
-        lifted, visibility = lift_queries(model, views, n, splats.means, cfg.fill_unseen_neighbours, progress=cfg.progress)
+        evidence = lift_evidence(model, views, params["means"], progress=cfg.progress)
         maps = []
         for i in tqdm(range(len(cams)), desc="feature maps", disable=not cfg.progress, leave=False):
             renderer = views[train_idx.index(i)].renderer if i in train_idx else view_renderer(cfg.feature_renderer, params, cams, i)
             fmap = renderer.features(features).reshape(renderer.height, renderer.width, -1)
             maps.append(fmap.cpu().numpy().astype(np.float16))
+    lifted = lifted_scores(evidence, splats, cfg)
+    visibility = evidence.blend_weight
     query_size = lifted.astype(np.float32).sum(axis=1) / 255.0
     arrays = {
         "features": features.cpu().numpy().astype(np.float32),
@@ -287,11 +303,13 @@ def train(cfg: TrainConfig) -> Path:
         "lifted": lifted,
         "query_size": query_size,
         "visibility": visibility,
+        "containment": containment(lifted > 127),
     }
     if model.query_clip is not None:
         arrays["query_clip"] = model.query_clip.detach().cpu().numpy()
     view_arrays = {"names": np.array(scene.cameras.names), "maps": np.stack(maps),
-                   "image_sizes": np.stack([scene.cameras.widths, scene.cameras.heights], 1)}
+                   "image_sizes": np.stack([scene.cameras.widths, scene.cameras.heights], 1),
+                   "viewmats": scene.cameras.viewmats.astype(np.float32), "Ks": scene.cameras.Ks.astype(np.float32)}
     verify_splats(splats_rec, out)  # still the file trained on: not replaced while training
     info = {
         "scene": str(Path(scene.root).resolve()),

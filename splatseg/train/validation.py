@@ -41,7 +41,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
     if not (math.isfinite(cfg.lr_final_ratio) and 0 < cfg.lr_final_ratio <= 1):
         raise ValueError(f"--lr-final-ratio must lie in (0, 1], got {cfg.lr_final_ratio}")
-    for name in ("focal_weight", "dice_weight", "clip_weight"):
+    for name in ("focal_weight", "dice_weight", "clip_weight", "xray_weight", "surface_smoothing"):
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{_flag(name)} must be a finite number >= 0, got {value}")

@@ -22,6 +22,8 @@ from splatseg.render import BlendWeights, blend_weights, composite, lift, render
 class ViewRenderer(Protocol):
     width: int
     height: int
+    viewmat: Tensor  # [4, 4] world -> camera (OpenCV axes)
+    K: Tensor  # [3, 3] intrinsics at width x height
 
     def features(self, per_gaussian: Tensor) -> Tensor: ...
 
@@ -36,6 +38,7 @@ class CachedBlendRenderer:
                                               viewmat, K, width, height)
         self.num_gaussians = params["means"].shape[0]
         self.width, self.height = width, height
+        self.viewmat, self.K = viewmat, K
 
     def features(self, per_gaussian: Tensor) -> Tensor:
         return composite(self.bw, per_gaussian).reshape(-1, per_gaussian.shape[1])
@@ -49,12 +52,13 @@ class RasterRenderer:
 
     def __init__(self, params: dict, viewmat: Tensor, K: Tensor, width: int, height: int):
         self.params = params
-        self.viewmat, self.K = viewmat[None], K[None]
+        self.viewmat, self.K = viewmat, K
         self.width, self.height = width, height
 
     def features(self, per_gaussian: Tensor) -> Tensor:
         p = self.params
-        out = render(p["means"], p["quats"], p["scales"], p["opacities"], per_gaussian, self.viewmat, self.K, self.width, self.height)
+        out = render(p["means"], p["quats"], p["scales"], p["opacities"], per_gaussian, self.viewmat[None], self.K[None],
+                     self.width, self.height)
         return out.colors[0].reshape(-1, per_gaussian.shape[1])
 
     def lift(self, values: Tensor) -> tuple[Tensor, Tensor]:

@@ -196,3 +196,23 @@ def ray_feature(means, quats, scales, opacities, features, origin, direction, fo
     scales [N, 3], opacities [N], features [N, D]. For repeated calls build `PickingTensors` once
     and call `ray_render`."""
     return ray_render(PickingTensors.build(means, quats, scales, opacities, features), origin, direction, focal_px).feature
+
+
+def scores_along_ray(tensors: PickingTensors, lifted: np.ndarray, origin: np.ndarray, direction: np.ndarray, focal_px: float,
+                     min_alpha: float = 0.05) -> np.ndarray | None:
+    """The 3D scores [K] in [0, 1] of the surface a world ray's pixel sees: the lifted scores
+    (`lifted` [K, N] uint8, /255) of the Gaussians along the ray, alpha-composited and divided by
+    the accumulated alpha. None when the pixel sees less than `min_alpha` of anything."""
+    idx_np = near_ray(tensors, origin, direction, focal_px)
+    if idx_np.size == 0:
+        return None
+    idx = torch.from_numpy(idx_np)
+    values = torch.from_numpy(np.ascontiguousarray(lifted[:, idx_np].T, dtype=np.float32) * (1.0 / 255.0))
+    viewmat, K = ray_camera(origin, direction, focal_px)
+    with torch.no_grad():
+        out = render(tensors.means[idx], tensors.quats[idx], tensors.scales[idx], tensors.opacities[idx], values,
+                     torch.from_numpy(viewmat[None]).float(), torch.from_numpy(K[None]).float(), 1, 1, near_plane=NEAR_PLANE)
+    alpha = float(out.alphas[0, 0, 0, 0])
+    if alpha < min_alpha:
+        return None
+    return np.clip(out.colors[0, 0, 0].cpu().numpy().astype(np.float32) / alpha, 0.0, 1.0)
