@@ -42,6 +42,10 @@ class Args:
     rules: list[str] = field(default_factory=lambda: ["deepest", "random", "views"])
     query_rule: str = "3d"
     """"3d" (segment's rule) or "2d" (largest active query)."""
+    spike_margin: list[float] = field(default_factory=lambda: [-1.0])
+    """Also drop selected splats reaching this far beyond the selection's box (refine.spikes; -1: off)."""
+    show_worst: int = 0
+    """Also print this many worst clicks (by 3D IoU) of every setting."""
 
 
 def evidence_of(run: Path, fld, scene: Path):
@@ -82,7 +86,12 @@ def main(args: Args) -> int:
     from splatseg.query import select_by_clicks
     from splatseg.run import load_field
     from splatseg.train.config import TrainConfig
-    from splatseg.train.refine import containment
+    from splatseg.query import Selection
+    from splatseg.train.refine import containment, sigma3_extent, spikes
+
+    def despike(sel, means, ext, margin):
+        mask = sel.mask & ~spikes(means, ext, sel.mask, margin)
+        return Selection(mask=mask, scores=sel.scores, queries=sel.queries)
     from splatseg.train.trainer import lifted_scores
 
     torch.set_num_threads(2)
@@ -99,7 +108,7 @@ def main(args: Args) -> int:
             fld = dataclasses.replace(fld, view_viewmats=cams.viewmats[order], view_Ks=cams.Ks[order])
         items.append((seed, scene, fld, evidence_of(run, fld, scene), splats_in_world(fld.splats_path, fld.info.get("splats_transform"))))
     keys = ["iou_2d", "iou_3d_count", "iou_3d_area", "precision_3d_area", "recall_3d_area"]
-    print(f"{'xray':>6} {'smooth':>6} {'thr':>4} | " + " ".join(f"{k:>17}" for k in keys) + "   (mean / worst seed)")
+    print(f"{'xray':>6} {'smooth':>6} {'thr':>4} {'spike':>5} | " + " ".join(f"{k:>17}" for k in keys) + "   (mean / worst seed)")
     for beta, lam in itertools.product(args.xray_weight, args.surface_smoothing):
         base = []
         for seed, scene, fld, ev, splats in items:
@@ -108,16 +117,22 @@ def main(args: Args) -> int:
             f = dataclasses.replace(fld, lifted=lifted, containment=containment(lifted > 127),
                                     query_size=lifted.astype(np.float32).sum(axis=1) / 255.0)
             base.append((seed, scene, f, run_picking(f)))
-        for t in args.threshold:
+        for t, margin in itertools.product(args.threshold, args.spike_margin):
             rows = []
-            for seed, scene, f, picking in base:
+            for (seed, scene, f, picking), (_, _, _, _, splats) in zip(base, items):
                 if args.query_rule == "2d":
                     select = lambda fl, c: select_by_clicks(fl, [c], threshold=t)  # noqa: E731
                 else:
                     select = lambda fl, c, p=picking: select_clicks(fl, [c], threshold=t, picking=p)  # noqa: E731
+                if margin >= 0:
+                    ext = sigma3_extent(splats)
+                    select = lambda fl, c, inner=select, ext=ext, sp=splats: despike(inner(fl, c), sp.means, ext, margin)  # noqa: E731
                 rows += [flatten(seed, s) for s in score_clicks(scene, f, select, rules=args.rules, seed=seed)]
             s = summarise(rows)
-            print(f"{beta:>6} {lam:>6} {t:>4} | " + " ".join(f"{s['mean'][k]:>8.3f} / {s['worst_seed'][k]:.3f}" for k in keys), flush=True)
+            print(f"{beta:>6} {lam:>6} {t:>4} {margin:>5} | " + " ".join(f"{s['mean'][k]:>8.3f} / {s['worst_seed'][k]:.3f}" for k in keys), flush=True)
+            for r in sorted(rows, key=lambda r: r["iou_3d_count"])[: args.show_worst]:
+                print(f"    seed {r['seed']} {r['object']:<10} {r['rule']:<8} {r['click']}  2D {r['iou_2d']:.3f} 3D {r['iou_3d_count']:.3f} "
+                      f"P {r['precision_3d_count']:.3f} R {r['recall_3d_count']:.3f} selected {r['selected']}")
     return 0
 
 

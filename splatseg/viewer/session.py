@@ -2,9 +2,10 @@
 
 Prompts are either clicks or one text phrase, never both:
 - a click is a world ray; `picking.ray_render` turns it into the rendered feature [D] under the
-  cursor, and the selection is `query.select_by_feature(field, positives, negatives, granularity,
-  threshold)` over every click so far (features are kept, so changing the granularity or the
-  threshold re-answers the same clicks);
+  cursor and `picking.scores_along_ray` into the 3D scores [K] of the surface it hits (the query
+  rule of `splatseg.query`), and the selection is `query.select_by_feature(field, positives,
+  negatives, granularity, threshold, scores)` over every click so far (features and scores are
+  kept, so changing the granularity or the threshold re-answers the same clicks);
 - a text phrase is answered by `query.select_by_text` with its CLIP embedding [E] against the
   canonical negatives [Q, E]; a later click starts a new click selection (the phrase is dropped).
 A click that hits nothing (accumulated alpha below `MIN_HIT_ALPHA`) is refused with a QueryError
@@ -23,7 +24,7 @@ import numpy as np
 
 from splatseg.query import DEFAULT_THRESHOLD, Granularity, QueryError, Selection, select_by_feature, select_by_text
 from splatseg.run import Field
-from splatseg.viewer.picking import PickingTensors, RayHit, ray_render
+from splatseg.viewer.picking import PickingTensors, RayHit, ray_render, scores_along_ray
 
 MIN_HIT_ALPHA = 0.2
 """A click whose pixel accumulates less opacity than this hit empty space."""
@@ -51,6 +52,8 @@ class SelectionSession:
         self.threshold = float(threshold)
         self.positives: list[np.ndarray] = []
         self.negatives: list[np.ndarray] = []
+        self.positive_scores: list[np.ndarray | None] = []  # 3D scores [K] under each click (None: unknown)
+        self.negative_scores: list[np.ndarray | None] = []
         self.text: str | None = None
         self._text_embeddings: tuple[np.ndarray, np.ndarray] | None = None
         self._external: tuple[Selection, str] | None = None  # a selection made elsewhere (SAM decoder)
@@ -66,25 +69,31 @@ class SelectionSession:
         t1 = time.perf_counter()
         if hit.alpha < MIN_HIT_ALPHA:
             raise QueryError(f"nothing under the cursor (opacity {hit.alpha:.2f} along the ray): click on the scene")
+        scores = scores_along_ray(self.picking, self.field.lifted, origin, direction, focal_px) if self.field.containment is not None else None
         with self.lock:
-            self.add_feature(hit.feature, positive)
+            self.add_feature(hit.feature, positive, scores)
             sel = self.selection
         return ClickResult(hit, sel, t1 - t0, time.perf_counter() - t1)
 
-    def add_feature(self, feature: np.ndarray, positive: bool = True) -> Selection | None:
-        """Adds a click by its rendered feature [D]."""
+    def add_feature(self, feature: np.ndarray, positive: bool = True, scores: np.ndarray | None = None) -> Selection | None:
+        """Adds a click by its rendered feature [D] and, when known, the 3D scores [K] of the
+        surface clicked (`picking.scores_along_ray`)."""
         with self.lock:
             if self.text is not None or self._external is not None:
                 self.text, self._text_embeddings, self._external = None, None, None
-                self.positives, self.negatives = [], []
+                self._clear_clicks()
             (self.positives if positive else self.negatives).append(np.asarray(feature, np.float32))
+            (self.positive_scores if positive else self.negative_scores).append(scores)
             return self._recompute()
+
+    def _clear_clicks(self) -> None:
+        self.positives, self.negatives, self.positive_scores, self.negative_scores = [], [], [], []
 
     def set_text(self, phrase: str, text_embedding: np.ndarray, negative_embeddings: np.ndarray) -> Selection:
         """Replaces every prompt by a text phrase with its CLIP embedding [E] and the canonical
         negatives' [Q, E]."""
         with self.lock:
-            self.positives, self.negatives = [], []
+            self._clear_clicks()
             self._external = None
             self.text = phrase
             self._text_embeddings = (np.asarray(text_embedding, np.float32), np.asarray(negative_embeddings, np.float32))
@@ -95,14 +104,14 @@ class SelectionSession:
         per-Gaussian scores [N]: the threshold still applies to them; the next click, text or clear
         drops it. `label` names its prompts in `describe`."""
         with self.lock:
-            self.positives, self.negatives = [], []
+            self._clear_clicks()
             self.text, self._text_embeddings = None, None
             self._external = (selection, label)
             return self._recompute()
 
     def clear(self) -> None:
         with self.lock:
-            self.positives, self.negatives = [], []
+            self._clear_clicks()
             self.text, self._text_embeddings, self._external = None, None, None
             self.selection = None
 
@@ -159,7 +168,8 @@ class SelectionSession:
         elif self._text_embeddings is not None:
             self.selection = select_by_text(self.field, *self._text_embeddings, threshold=self.threshold)
         elif self.positives:
-            self.selection = select_by_feature(self.field, self.positives, self.negatives, self.granularity, self.threshold)
+            self.selection = select_by_feature(self.field, self.positives, self.negatives, self.granularity, self.threshold,
+                                               self.positive_scores, self.negative_scores)
         else:
             self.selection = None
         return self.selection
