@@ -286,6 +286,7 @@ def train(cfg: TrainConfig) -> Path:
     train_seconds = time.time() - t_opt
 
     features = model.features.detach()
+    t_lift = time.time()
     with torch.no_grad():
         evidence = lift_evidence(model, views, params["means"], progress=cfg.progress)
         maps = []
@@ -295,6 +296,7 @@ def train(cfg: TrainConfig) -> Path:
             maps.append(fmap.cpu().numpy().astype(np.float16))
     lifted = lifted_scores(evidence, splats, cfg)
     visibility = evidence.blend_weight
+    lift_seconds = time.time() - t_lift  # lifting, votes, propagation (and the feature maps rendered meanwhile)
     query_size = lifted.astype(np.float32).sum(axis=1) / 255.0
     arrays = {
         "features": features.cpu().numpy().astype(np.float32),
@@ -332,6 +334,7 @@ def train(cfg: TrainConfig) -> Path:
         "seconds": round(time.time() - t0, 2),
         "segments_seconds": round(segments_seconds, 2),
         "train_seconds": round(train_seconds, 2),
+        "lift_seconds": round(lift_seconds, 2),
         "config": cfg.as_json(),
         **ply_only_info,
     }
