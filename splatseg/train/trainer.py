@@ -140,7 +140,8 @@ def _run_identity(cfg: TrainConfig, splats_sha: str, n: int, names: list[str]) -
 def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path | None]:
     """(the splats --splats leads to, the scene directory): --data when given, else the scene a
     trainer's output folder names when it is on this machine (said in one line), else None (no
-    photos: the run is made from the splats alone)."""
+    photos: the run is made from the splats alone); ValueError for a folder naming a scene that
+    is not here."""
     given = cfg.splats_path
     if not Path(given).exists():
         raise FileNotFoundError(f"splats file {given} not found (pass --splats, or run `splatseg recon` first)")
@@ -152,9 +153,9 @@ def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path | None]:
     if source.scene is not None and source.scene_exists:
         print(f"train: no --data given; using the scene {source.scene} named by the {source.kind} output {given}")
         return source, source.scene
-    if source.scene is not None:
-        print(f"train: {given} names the scene {source.scene}, which is not here; training on the splats alone "
-              "(pass --data SCENE to use its photos)")
+    if source.scene is not None:  # the user expects its photos: say where they are missing, do not guess
+        raise ValueError(f"train: {given} names the scene {source.scene}, which is not on this machine; pass --data SCENE "
+                         f"(or --splats {source.splats_file} to make the run from the splat file alone)")
     return source, None
 
 
