@@ -48,9 +48,11 @@ def run_decode(cfg: DecodeConfig) -> dict:
     t0 = time.time()
     check_decode_config(cfg)
     run = DecoderRun.load(cfg.run, cfg.device)
-    from splatseg.run import load_field, refuse_writing_over, run_inputs
+    from splatseg.run import CKPT_NAME, RUN_FILES, refuse_writing_over
 
-    inputs = run_inputs(load_field(Path(cfg.run), verify_splats_file=False))  # verified by DecoderRun.load
+    inputs = [(Path(run.info["splats"]), "the run's splats file"), (Path(cfg.run) / "imitation.npz", "the run's imitation.npz"),
+              *((Path(cfg.run) / name, f"the run's {name}") for name in (*RUN_FILES, CKPT_NAME)),
+              *((Path(p), "one of the scene's images") for p in run.cameras.image_paths)]
     for path, flag in ((cfg.out, "--out"), (cfg.mask_out, "--mask-out")):
         if path is not None:
             refuse_writing_over(Path(path), inputs, flag=flag)

@@ -48,12 +48,16 @@ RANDOM_TEACHER_WARNING = (
 
 
 def read_run_info(run_dir: Path) -> dict:
-    """run.json of a trained run (scene, splats, train/held-out views), through `splatseg.run.load_field`:
-    the run's version, its files' run_id and its splats file (hash and stat record) are checked;
-    RunError (one line) otherwise."""
-    from splatseg.run import load_field
-
-    return load_field(Path(run_dir)).info
+    """run.json of a run directory (scene, splats, train/held-out views); RunError when missing.
+    The decoder path needs no more of a run than this file, the splats and the scene (the splats'
+    SHA-256 is compared where they are read)."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no run.json: train a run first with `splatseg train`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path} is not valid JSON: {e}") from None
 
 
 def resolve_device(name: str) -> torch.device:
