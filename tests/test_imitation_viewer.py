@@ -161,7 +161,9 @@ def test_decoder_mode_in_the_browser(decoder_run):
         assert not tab.splats.visible  # the server-rendered frame replaces the splats meanwhile
         page.get_by_text("Lift to 3D").first.click()
         wait_for(lambda: tab.session.selection is not None, 120, "the lifted selection")
-        assert "SAM decoder" in tab.session.describe() and tab.splats.visible and not tab.gui["decoder_on"].value
+        # the callback then switches decoder mode off and shows the splats again: wait for all of it
+        wait_for(lambda: tab.splats.visible and not tab.gui["decoder_on"].value, 30, "decoder mode to switch off")
+        assert "SAM decoder" in tab.session.describe()
         browser.close()
     finally:
         pw.stop()
