@@ -16,7 +16,7 @@ import torch
 from splatseg.query import CONTAINS, MEMBERSHIP, Click, click_ray, pick_query, pick_with_membership
 from splatseg.render import render
 from splatseg.run import Field
-from splatseg.train.lifting import LiftEvidence, centre_pixels, evidence_scores, fill_unseen
+from splatseg.train.lifting import LiftEvidence, centre_pixels, evidence_scores, fill_unseen, lift_evidence
 from splatseg.train.refine import RefineConfig, containment, refine_scores, surface_graph
 from splatseg.types import Splats
 from splatseg.viewer.picking import PickingTensors, scores_along_ray
@@ -57,6 +57,43 @@ def test_xray_votes_decide_a_hidden_gaussian_but_do_not_overturn_a_seen_one():
     assert scores[0, 0] > 0.9 and scores[2, 0] < 0.1  # a seen Gaussian keeps what the views saw
     filled = fill_unseen(blend_only, support0, np.arange(15, dtype=np.float32).reshape(5, 3), neighbours=2)
     assert filled[4, 0] == 0.0  # without votes the hidden one follows its nearest neighbours (2, 3: background)
+
+
+class _StubRenderer:
+    """A 4x3 view whose probabilities are given directly (features are the identity)."""
+
+    width, height = 4, 3
+
+    def __init__(self, probs: torch.Tensor):
+        self.viewmat = torch.eye(4)
+        self.K = torch.tensor([[2.0, 0, 2], [0, 2.0, 1.5], [0, 0, 1]])
+        self.probs = probs
+
+    def features(self, per_gaussian):
+        return self.probs
+
+    def lift(self, values):
+        n = 3
+        return torch.zeros(n, values.shape[1]), torch.zeros(n)
+
+
+class _IdentityModel:
+    def __init__(self, k: int):
+        self.queries = torch.zeros(k, k)
+        self.features = torch.zeros(3, k)
+
+    def logits(self, fmap):
+        return torch.logit(fmap.clamp(1e-6, 1 - 1e-6)).T
+
+
+def test_lift_evidence_votes_only_where_a_centre_lands_in_the_image():
+    probs = torch.full((12, 1), 0.5)
+    probs[1 * 4 + 2] = 0.9  # pixel (col 2, row 1)
+    views = [type("V", (), {"renderer": _StubRenderer(probs)})()] * 2
+    means = torch.tensor([[0.0, 0.0, 1.0], [0.2, -0.4, 1.0], [9.0, 0.0, 1.0]])  # (2, 1.5) -> pixel (2, 1); (2.4, 0.7) -> (2, 0); outside
+    ev = lift_evidence(_IdentityModel(1), views, means)
+    assert ev.xray_count.tolist() == [2.0, 2.0, 0.0]
+    assert ev.xray_sum[:, 0] == pytest.approx([1.8, 1.0, 0.0], abs=1e-4)  # the one outside gets no vote
 
 
 # ----------------------------------------------------------------------------- surface propagation
@@ -112,42 +149,45 @@ def test_propagation_fills_a_barely_seen_underside_and_keeps_the_table_out():
 
 def rule_field() -> Field:
     """8 Gaussians: object = 0..3 with part = 0..1; background = 4..7. Queries: 0 background
-    (largest; its 2D mask leaks over the object), 1 object, 2 part."""
+    (largest; its 2D mask leaks over the object), 1 object, 2 part, 3 a mistaken segment joining
+    the clicked Gaussian 0 to the background (holds the click, but not the part)."""
     n = 8
-    lifted = np.zeros((3, n), np.uint8)
+    lifted = np.zeros((4, n), np.uint8)
     lifted[0, 4:8] = 250
     lifted[1, 0:4] = 240
     lifted[2, 0:2] = 245
+    lifted[3, [0, 4, 5, 6, 7]] = 235
     size = lifted.astype(np.float32).sum(1) / 255
     size[0] = 10.0  # the background is the largest query
-    return Field(run_dir=Path("."), info={"num_gaussians": n}, features=np.zeros((n, 3), np.float32),
-                 queries=np.eye(3, dtype=np.float32), query_bias=np.zeros(3, np.float32), query_clip=None, lifted=lifted,
+    return Field(run_dir=Path("."), info={"num_gaussians": n}, features=np.zeros((n, 4), np.float32),
+                 queries=np.eye(4, dtype=np.float32), query_bias=np.zeros(4, np.float32), query_clip=None, lifted=lifted,
                  query_size=size, visibility=np.ones(n, np.float32), view_names=["v"],
-                 view_maps=np.zeros((1, 2, 2, 3), np.float16), image_sizes=np.array([[2, 2]]),
+                 view_maps=np.zeros((1, 2, 2, 4), np.float16), image_sizes=np.array([[2, 2]]),
                  containment=containment(lifted > 127))
 
 
 def test_a_leaking_background_query_does_not_answer_a_click_on_the_object():
     fld = rule_field()
-    logits = np.array([2.0, 1.0, 3.0])  # all three active at the click (on the part)
-    at_part = np.array([0.05, 0.95, 0.96])  # the clicked surface belongs to the object and its part
+    logits = np.array([2.0, 1.0, 3.0, -1.0])  # three active at the click (on the part)
+    at_part = np.array([0.05, 0.95, 0.96, 0.9])  # the clicked surface: object, part and the mistaken segment
     assert pick_with_membership(fld, logits, None, "whole") == 0  # the 2D rule: the largest active one
     assert pick_with_membership(fld, logits, at_part, "whole") == 1  # walks up from the part to the object
     assert pick_with_membership(fld, logits, at_part, "part") == 2
-    on_object_only = np.array([0.05, 0.95, 0.1])
-    assert pick_with_membership(fld, np.array([2.0, 1.0, -1.0]), on_object_only, "part") == 1  # nothing smaller: itself
-    nothing_active = np.array([-1.0, -1.0, -1.0])
+    on_object_only = np.array([0.05, 0.95, 0.1, 0.1])
+    assert pick_with_membership(fld, np.array([2.0, 1.0, -1.0, -1.0]), on_object_only, "part") == 1  # nothing smaller: itself
+    nothing_active = np.array([-1.0, -1.0, -1.0, -2.0])
     assert pick_with_membership(fld, nothing_active, at_part, "whole") == 1  # held in 3D although inactive in 2D
-    assert pick_with_membership(fld, nothing_active, np.array([0.1, 0.3, 0.2]), "whole") == 1  # none holds it: the closest
+    assert pick_with_membership(fld, nothing_active, np.array([0.1, 0.3, 0.2, 0.1]), "whole") == 1  # none holds it: the closest
     assert fld.containment[2, 1] >= CONTAINS and fld.containment[1, 0] < CONTAINS and MEMBERSHIP == 0.5
+    assert fld.containment[2, 3] < CONTAINS and fld.query_size[3] > fld.query_size[1]  # larger, held, but not containing
 
 
 def test_pick_query_without_containment_keeps_the_2d_rule():
     import dataclasses
 
     fld = dataclasses.replace(rule_field(), containment=None)
-    feature = np.array([2.0, 1.0, 3.0], np.float32)  # queries are the identity: logits = feature
-    assert pick_query(fld, feature, "whole", np.array([0.05, 0.95, 0.96])) == 0
+    feature = np.array([2.0, 1.0, 3.0, -1.0], np.float32)  # queries are the identity: logits = feature
+    assert pick_query(fld, feature, "whole", np.array([0.05, 0.95, 0.96, 0.9])) == 0
 
 
 def test_scores_along_a_click_ray_match_a_full_render(tiny_run):
