@@ -330,3 +330,22 @@ def test_transforms_ply_file_path_points_initialise_recon(blob_scene, tmp_path):
     (scene / "transforms.json").write_text(json.dumps(meta))
     with pytest.raises(SceneError, match="ply_file_path .* not found"):
         load_scene(scene)
+
+
+def test_random_background_draws_a_colour_per_step_and_recon_runs(blob_scene, tmp_path):
+    """--background random: a different colour at every step, the same ones again for the same seed
+    (resume stays exact), evaluation over the border colour; a short recon completes with it."""
+    from splatseg.recon.trainer import _Background
+
+    border = torch.tensor([0.3, 0.3, 0.4])
+    bg = _Background("random", border, 1e-2, seed=3)
+    colours = [bg.training_rgb(s) for s in range(4)]
+    assert all(not torch.equal(colours[0], c) for c in colours[1:])
+    assert torch.equal(_Background("random", border, 1e-2, seed=3).training_rgb(2), colours[2])
+    assert not torch.equal(_Background("random", border, 1e-2, seed=4).training_rgb(2), colours[2])
+    assert torch.equal(bg.rgb(), border) and bg.optimizer is None
+    assert torch.equal(_Background("learned", border, 1e-2).training_rgb(5), _Background("learned", border, 1e-2).rgb())
+    run_recon(ReconConfig(data=blob_scene, out=tmp_path / "run", **dict(TINY, steps=20, refine_start=10, refine_every=10,
+                                                                           refine_stop=15), background="random"))
+    report = json.loads((tmp_path / "run" / "recon.json").read_text())
+    assert report["steps"] == 20 and report["background"] == pytest.approx([0.3, 0.3, 0.4], abs=0.1)

@@ -171,18 +171,28 @@ def evaluate(params: Params, background: torch.Tensor, views: Views, indices: li
 
 # --- the run -----------------------------------------------------------------------------------
 class _Background:
-    """The colour behind the splats: learned ([3] logit parameter with its own Adam) or fixed."""
+    """The colour behind the splats: learned ([3] logit parameter with its own Adam), fixed, or
+    "random": a fresh colour every training step (drawn from the seed and the step, so a resumed
+    run draws the same ones), evaluated over the image borders' colour."""
 
-    def __init__(self, mode: str, init_rgb: torch.Tensor, lr: float) -> None:
+    def __init__(self, mode: str, init_rgb: torch.Tensor, lr: float, seed: int = 0) -> None:
         self.mode = mode
+        self.seed = int(seed)
         fixed = {"black": 0.0, "white": 1.0}
-        rgb = init_rgb if mode == "learned" else torch.full_like(init_rgb, fixed[mode])
+        rgb = init_rgb if mode in ("learned", "random") else torch.full_like(init_rgb, fixed[mode])
         self.logit = torch.nn.Parameter(torch.logit(rgb.clamp(1e-3, 1 - 1e-3)), requires_grad=mode == "learned")
         self.fixed = None if mode == "learned" else rgb
         self.optimizer = torch.optim.Adam([self.logit], lr=lr) if mode == "learned" else None
 
     def rgb(self) -> torch.Tensor:
         return torch.sigmoid(self.logit) if self.fixed is None else self.fixed
+
+    def training_rgb(self, step: int) -> torch.Tensor:
+        """The colour behind the splats at training step `step`."""
+        if self.mode != "random":
+            return self.rgb()
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(step))
+        return torch.rand(3, generator=gen).to(self.fixed.device, self.fixed.dtype)
 
     def step(self) -> None:
         if self.optimizer is not None:
@@ -240,7 +250,7 @@ def run_recon(cfg: ReconConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise ReconError(f"{out}: exists and is not a directory")
 
-    bg = _Background(cfg.background, border_color([views.images[i] for i in views.train]), cfg.background_lr)
+    bg = _Background(cfg.background, border_color([views.images[i] for i in views.train]), cfg.background_lr, cfg.seed)
     strategy = make_strategy(cfg, extent, device)
     if cfg.resume:
         ckpt = load_checkpoint(ckpt_path, expected, device)
@@ -297,7 +307,7 @@ def run_recon(cfg: ReconConfig) -> Path:
             sh = active_sh_degree(cfg, step)
             i = view_for_step(views.train, step, cfg.seed)
             w, h = views.size(i)
-            rendered = render_views(params, bg.rgb(), views.viewmats[i : i + 1], views.Ks[i : i + 1], w, h, sh)
+            rendered = render_views(params, bg.training_rgb(step), views.viewmats[i : i + 1], views.Ks[i : i + 1], w, h, sh)
             densifying = step < cfg.refine_stop
             if densifying:
                 strategy.pre_backward(rendered.meta)
