@@ -521,7 +521,7 @@ def _ply_header(fmt: str, count: int) -> str:
     return f"ply\nformat {fmt} 1.0\nelement vertex {count}\n" + "".join(f"property float {n}\n" for n in names) + "end_header\n"
 
 
-def test_case07_small_files_cannot_exhaust_memory(micro_scene, tmp_path, capsys):
+def test_case07_small_files_cannot_exhaust_memory(micro_scene, micro_run, tmp_path, capsys):  # micro_run writes the segments
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "ascii.ply").write_text(_ply_header("ascii", 10**12) + "0 " * 14 + "\n")
