@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splatseg.io.atomic import process_umask
+from splatseg.io.atomic import process_umask, same_file
 from splatseg.io.formats import detect_format, output_format, read_splats, write_splats
 from splatseg.io.ply import read_vertex_table, splats_from_table, table_from_splats, write_vertex_table
 from splatseg.run import write_json
@@ -63,7 +63,7 @@ class ExportSource:
         """Writes rows `mask` [N] bool to `out` (format by suffix); `extra` maps new property names
         to [N] arrays appended after the file's own properties (`.ply` only)."""
         out = Path(out)
-        if _same_file(out, self.path):
+        if same_file(out, self.path):
             raise ExportError(f"--out {out} is the splats file the selection is taken from: refusing to write over it")
         fmt = output_format(out)
         n = len(self)
@@ -180,15 +180,6 @@ def export_objects(src: Path, objects: list[tuple[str, np.ndarray]], out_dir: Pa
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return out_dir / INDEX_NAME
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if os.path.samefile(a, b):
-            return True
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def read_index(path: Path) -> list[dict]:

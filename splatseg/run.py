@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splatseg.io.atomic import atomic_write
+from splatseg.io.atomic import atomic_write, same_file
 from splatseg.io.npz import NpzError, open_npz
 
 RUN_VERSION = 2
@@ -352,15 +352,6 @@ def run_inputs(fld: Field) -> list[tuple[Path, str]]:
     return inputs
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if os.path.samefile(a, b):
-            return True
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
 def _within(path: Path, folder: Path) -> bool:
     real, top = os.path.realpath(path), os.path.realpath(folder)
     return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
@@ -371,8 +362,8 @@ def refuse_writing_over(out: Path, inputs: list[tuple[Path, str]], flag: str = "
     `folder` (an output folder that will be replaced), if it holds one of them."""
     out = Path(out)
     for path, what in inputs:
-        if _same_file(out, path) or (folder and _within(path, out)):
-            relation = "holds" if folder and not _same_file(out, path) else "is"
+        if same_file(out, path) or (folder and _within(path, out)):
+            relation = "holds" if folder and not same_file(out, path) else "is"
             raise RunError(f"{flag} {out} {relation} {what} ({path}): refusing to write over the run's inputs; choose another path")
 
 

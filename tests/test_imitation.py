@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_sam
 from scipy import ndimage
 
 from splatseg.cli import main
@@ -35,23 +35,6 @@ from splatseg.metrics import boundary_iou, iou
 from splatseg.run import file_sha256
 
 
-def tiny_sam(seed: int = 0):
-    """A randomly initialised SAM from segment-anything's own modules (256 px, 16x16x32 embedding)."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    torch.manual_seed(seed)
-    img, patch, dim = 256, 16, 32
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            depth=1, embed_dim=dim, img_size=img, mlp_ratio=2, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=2, patch_size=patch, qkv_bias=True, use_rel_pos=False, global_attn_indexes=(), window_size=0, out_chans=dim,
-        ),
-        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(img // patch, img // patch), input_image_size=(img, img), mask_in_chans=4),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-            transformer_dim=dim, iou_head_depth=1, iou_head_hidden_dim=16,
-        ),
-    ).eval()
 
 
 def smooth_image(seed: int, h: int = 72, w: int = 96) -> np.ndarray:

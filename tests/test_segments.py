@@ -4,11 +4,11 @@ the real automatic mask generator), compute_segments and the SAM failure simulat
 from __future__ import annotations
 
 import os
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_sam
 from scipy import ndimage as ndi
 
 from splatseg.segments.cache import SegmentsError, read_meta, read_segments, resize_nearest, segments_dir, write_segments
@@ -418,25 +418,6 @@ def test_sam_hierarchy_to_levels():
     assert len(sc3) == 1
 
 
-def tiny_sam(seed: int = 0):
-    """A randomly initialised SAM built from segment-anything's own modules (256 px, 16x16 embedding)."""
-    import torch
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    torch.manual_seed(seed)
-    img, patch, dim = 256, 16, 32
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            depth=1, embed_dim=dim, img_size=img, mlp_ratio=2, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=2, patch_size=patch, qkv_bias=True, use_rel_pos=False, global_attn_indexes=(), window_size=0, out_chans=dim,
-        ),
-        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(img // patch, img // patch), input_image_size=(img, img), mask_in_chans=4),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-            transformer_dim=dim, iou_head_depth=1, iou_head_hidden_dim=16,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
-    ).eval()
 
 
 def test_sam_tiny_model_through_automatic_mask_generator():

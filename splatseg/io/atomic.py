@@ -21,6 +21,17 @@ def process_umask() -> int:
     return _UMASK
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when `a` and `b` name one file: the same inode (hard or symbolic links) or, when either
+    does not exist yet, the same resolved path."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _naming(e: OSError, path: Path) -> OSError:
     """`e` with `path` as its filename when it names none (a failed write() or fsync names no file),
     so the one-line error says which file could not be written."""
