@@ -49,7 +49,7 @@ from splatseg.data.synthetic import TABLE_ID, SyntheticConfig, generate, load_gr
 from splatseg.data.virtual_views import footprint_area  # noqa: E402
 from splatseg.evaluate import choose_click, render_selection, surface_point  # noqa: E402
 from splatseg.io.atomic import atomic_write  # noqa: E402
-from splatseg.io.splat_input import load_splats  # noqa: E402
+from splatseg.io.formats import read_splats as load_splats  # noqa: E402
 from splatseg.metrics import iou  # noqa: E402
 from splatseg.prompts import select_clicks  # noqa: E402  (the rule segment uses)
 from splatseg.query import DEFAULT_THRESHOLD, Click, Point, SurfaceIndex, combine, pick_from_logits, select_by_clicks, select_by_points  # noqa: E402

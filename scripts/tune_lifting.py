@@ -106,20 +106,21 @@ def main(args: Args) -> int:
             cams = load_scene(scene).cameras
             order = [cams.names.index(nm) for nm in fld.view_names]
             fld = dataclasses.replace(fld, view_viewmats=cams.viewmats[order], view_Ks=cams.Ks[order])
-        items.append((seed, scene, fld, evidence_of(run, fld, scene), splats_in_world(fld.splats_path, fld.info.get("splats_transform"))))
+        splats = splats_in_world(fld.splats_path, fld.info.get("splats_transform"))
+        items.append((seed, scene, fld, evidence_of(run, fld, scene), splats, run_picking(fld, splats)))  # picking: geometry only
     keys = ["iou_2d", "iou_3d_count", "iou_3d_area", "precision_3d_area", "recall_3d_area"]
     print(f"{'xray':>6} {'smooth':>6} {'thr':>4} {'spike':>5} | " + " ".join(f"{k:>17}" for k in keys) + "   (mean / worst seed)")
     for beta, lam in itertools.product(args.xray_weight, args.surface_smoothing):
         base = []
-        for seed, scene, fld, ev, splats in items:
+        for seed, scene, fld, ev, splats, picking in items:
             cfg = TrainConfig(data=scene, out=Path("unused"), xray_weight=beta, surface_smoothing=lam)
             lifted = lifted_scores(ev, splats, cfg)
             f = dataclasses.replace(fld, lifted=lifted, containment=containment(lifted > 127),
                                     query_size=lifted.astype(np.float32).sum(axis=1) / 255.0)
-            base.append((seed, scene, f, run_picking(f)))
+            base.append((seed, scene, f, picking))
         for t, margin in itertools.product(args.threshold, args.spike_margin):
             rows = []
-            for (seed, scene, f, picking), (_, _, _, _, splats) in zip(base, items):
+            for (seed, scene, f, picking), (_, _, _, _, splats, _) in zip(base, items):
                 if args.query_rule == "2d":
                     select = lambda fl, c: select_by_clicks(fl, [c], threshold=t)  # noqa: E731
                 else:

@@ -15,7 +15,7 @@ import numpy as np
 import tyro
 
 from splatseg.data import load_scene
-from splatseg.data.placement import splats_in_world
+from splatseg.data.placement import run_splats
 from splatseg.mesh import MeshOptions, MeshResult, mesh_file_type, mesh_selection, write_mesh
 from splatseg.prompts import Prompts, select
 from splatseg.query import QueryError
@@ -53,15 +53,6 @@ def run_cameras(fld: Field) -> Cameras:
     return cameras.subset([cameras.names.index(n) for n in names])
 
 
-def run_splats(fld: Field) -> Splats:
-    """The run's splats in its cameras' frame (a --splats-transform or folder frame re-applied),
-    checked against the field's Gaussian count."""
-    splats = splats_in_world(fld.splats_path, fld.info.get("splats_transform"))
-    if len(splats) != fld.num_gaussians:
-        raise RunError(f"{fld.splats_path} has {len(splats)} Gaussians but the run was trained on {fld.num_gaussians}")
-    return splats
-
-
 def mesh_summary(result: MeshResult, selected: int, total: int, out: Path, seconds: float) -> dict:
     """The JSON line printed last by `splatseg mesh` (FORMATS.md: at least vertices, faces, seconds)."""
     return {
@@ -91,7 +82,7 @@ def mesh_mask(fld: Field, splats: Splats, mask: np.ndarray, out: Path, options: 
 
 def run_mesh(cfg: MeshConfig) -> dict:
     """Selects, meshes, writes `cfg.out`, and returns the JSON summary printed last."""
-    from splatseg.train.trainer import resolve_device  # the trainer's rule for --device; imported late, it is heavy
+    from splatseg.devices import resolve_device
 
     t0 = time.time()
     mesh_file_type(cfg.out)
@@ -100,10 +91,11 @@ def run_mesh(cfg: MeshConfig) -> dict:
     device = str(resolve_device(cfg.device))
     fld = load_field(cfg.run)
     refuse_writing_over(cfg.out, run_inputs(fld))
-    sel = select(fld, cfg.prompt)
+    splats = run_splats(fld)  # read once: the clicks' 3D scores and the mesh both use it
+    sel = select(fld, cfg.prompt, splats=splats)
     if not sel.mask.any():
         raise QueryError("the selection is empty (try a lower --threshold or another click)")
-    summary = mesh_mask(fld, run_splats(fld), sel.mask, cfg.out, cfg.fusion, device, cfg.progress)
+    summary = mesh_mask(fld, splats, sel.mask, cfg.out, cfg.fusion, device, cfg.progress)
     summary["queries"] = sel.queries
     summary["seconds"] = round(time.time() - t0, 3)
     return summary

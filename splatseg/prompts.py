@@ -91,23 +91,19 @@ def run_text_encoder(fld: Field):
 def surface_of_run(fld: Field) -> SurfaceIndex:
     """The surfaces of the run's splats file in the file's own coordinates (what a splat editor
     shows; not moved by a --splats-transform), for point prompts."""
-    from splatseg.io.splat_input import load_splats
+    from splatseg.data.placement import run_splats
 
-    splats = load_splats(fld.splats_path)
-    if len(splats) != fld.num_gaussians:
-        raise QueryError(f"{fld.splats_path} has {len(splats)} Gaussians but the run was trained on {fld.num_gaussians}")
+    splats = run_splats(fld, in_world=False)
     return SurfaceIndex.build(splats.means, splats.opacities)
 
 
-def run_picking(fld: Field):
+def run_picking(fld: Field, splats=None):
     """`viewer.picking.PickingTensors` of the run's splats in its cameras' frame (for the 3D scores
-    under a click), checked against the field's Gaussian count."""
-    from splatseg.data.placement import splats_in_world
+    under a click); `splats` when the caller has read them already (`data.placement.run_splats`)."""
+    from splatseg.data.placement import run_splats
     from splatseg.viewer.picking import PickingTensors
 
-    splats = splats_in_world(fld.splats_path, fld.info.get("splats_transform"))
-    if len(splats) != fld.num_gaussians:
-        raise QueryError(f"{fld.splats_path} has {len(splats)} Gaussians but the run was trained on {fld.num_gaussians}")
+    splats = run_splats(fld) if splats is None else splats
     return PickingTensors.build(splats.means, splats.unit_quats, splats.scales, splats.opacities, fld.features)
 
 
@@ -120,12 +116,13 @@ def click_scores(fld: Field, picking, click: Click) -> np.ndarray | None:
     return None if ray is None else scores_along_ray(picking, fld.lifted, *ray)
 
 
-def click_queries(fld: Field, clicks: list[Click], granularity: Granularity, picking=None) -> tuple[list[int], list[int]]:
+def click_queries(fld: Field, clicks: list[Click], granularity: Granularity, picking=None, splats=None) -> tuple[list[int], list[int]]:
     """(positive, negative) query indices of clicks in the run's own pixels. `picking` (from
-    `run_picking`) is built on demand when the run stores cameras and containment."""
+    `run_picking`) is built on demand, from `splats` when given, when the run stores cameras and
+    containment."""
     if picking is None and clicks and fld.view_viewmats is not None and fld.containment is not None:
         pixel_feature(fld, clicks[0])  # a bad first click fails before the splats are read
-        picking = run_picking(fld)
+        picking = run_picking(fld, splats)
     pos, neg = [], []
     for c in clicks:
         feature = pixel_feature(fld, c)  # checks the stem and the pixel first
@@ -144,11 +141,11 @@ def select_clicks(fld: Field, clicks: list[Click], granularity: Granularity = "w
     return combine(fld, pos, [k for k in neg if k not in pos], threshold)
 
 
-def select(fld: Field, prompts: Prompts, surface: SurfaceIndex | None = None, picking=None) -> Selection:
+def select(fld: Field, prompts: Prompts, surface: SurfaceIndex | None = None, picking=None, splats=None) -> Selection:
     """The selection answering `prompts` on a trained run (clicks and points combined as in
     `query.combine`: max over positives, dropped where a negative scores at least as high).
     `surface` (built from the run's splats) is made on demand for point prompts, `picking` for
-    clicks."""
+    clicks (from `splats`, the run's splats in its cameras' frame, when the caller has them)."""
     prompts.check()
     if prompts.text is not None:
         emb = run_text_encoder(fld).encode_text([prompts.text, *CANONICAL_NEGATIVES])
@@ -157,7 +154,7 @@ def select(fld: Field, prompts: Prompts, surface: SurfaceIndex | None = None, pi
 
     undistortion = fld.info.get("undistortion")
     clicks = [Click(*photo_pixels_to_run(undistortion, [(c.stem, c.x, c.y)])[0], c.positive) for c in prompts.clicks]
-    pos, neg = click_queries(fld, clicks, prompts.granularity, picking)
+    pos, neg = click_queries(fld, clicks, prompts.granularity, picking, splats)
     if prompts.points:
         surface = surface or surface_of_run(fld)
         for p in prompts.points:

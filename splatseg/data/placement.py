@@ -20,7 +20,7 @@ from splatseg.data.frames import Similarity, read_splats_transform, transform_sp
 from splatseg.io.formats import read_splats
 from splatseg.types import Splats
 
-__all__ = ["PlacedSplats", "place_splats", "splats_in_world"]
+__all__ = ["PlacedSplats", "place_splats", "run_splats", "splats_in_world"]
 
 
 @dataclass
@@ -76,3 +76,15 @@ def splats_in_world(path: str | Path, transform: dict | None) -> Splats:
     if transform is None:
         return splats
     return transform_splats(splats, Similarity.from_matrix(np.asarray(transform["world_from_splats"]), "run.json splats_transform"))
+
+
+def run_splats(fld, in_world: bool = True) -> Splats:
+    """A trained run's splats file (`fld`: `splatseg.run.Field`), in the run's cameras' frame (its
+    --splats-transform or folder frame re-applied) or, with `in_world` False, in the file's own
+    coordinates; RunError when the file no longer holds the Gaussians the run was trained on."""
+    from splatseg.run import RunError
+
+    splats = splats_in_world(fld.splats_path, fld.info.get("splats_transform")) if in_world else read_splats(fld.splats_path)
+    if len(splats) != fld.num_gaussians:
+        raise RunError(f"{fld.splats_path} has {len(splats)} Gaussians but the run was trained on {fld.num_gaussians}")
+    return splats

@@ -37,6 +37,7 @@ from splatseg.imitation.field import IMITATION_FILE, CellView, ImitationModel, s
 from splatseg.imitation.teacher import Teacher, TeacherSpec, cached_embedding, load_teacher
 from splatseg.io.images import load_image
 from splatseg.data.placement import splats_in_world
+from splatseg.devices import resolve_device
 from splatseg.render import render
 from splatseg.run import RunError, file_sha256
 from splatseg.types import Cameras, Splats
@@ -58,14 +59,6 @@ def read_run_info(run_dir: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise RunError(f"{path} is not valid JSON: {e}") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was asked for but no CUDA GPU is available")
-    return torch.device(name)
 
 
 @dataclass

@@ -22,7 +22,8 @@ import torch
 
 from splatseg.data import load_scene
 from splatseg.imitation.decoder import DecodedMasks
-from splatseg.imitation.distill import read_run_info, resolve_device
+from splatseg.devices import resolve_device
+from splatseg.imitation.distill import read_run_info
 from splatseg.imitation.field import Imitation, load_imitation
 from splatseg.data.placement import splats_in_world
 from splatseg.render import render

@@ -23,6 +23,7 @@ from splatseg.data.placement import place_splats
 from splatseg.data.sources import SplatSource, resolve_splats
 from splatseg.data.split import split_for_training
 from splatseg.data.undistort import CACHE_NAME, undistort_scene
+from splatseg.devices import resolve_device
 from splatseg.io.checkpoint import save_state
 from splatseg.presets import write_config_yml
 from splatseg.run import (CKPT_NAME, RunError, claim_run_dir, file_sha256, refuse_training_over_inputs, splats_record, verify_splats,
@@ -47,14 +48,6 @@ class TrainView:
     renderer: ViewRenderer
     masks: torch.Tensor  # [M, HW] float32 in {0, 1}
     embeddings: torch.Tensor | None  # [M, E] or None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-    return torch.device(name)
 
 
 def training_cameras(cameras: Cameras, max_side: int) -> Cameras:
@@ -164,9 +157,9 @@ def make_virtual_views(cfg: TrainConfig, splats_file: Path) -> tuple[Splats, Pat
     """PLY-only runs: (splats, RUN/views, run.json keys) after making or reusing the virtual views
     of `splats_file` (the file --splats leads to); prints the one-line note that no photos were given."""
     from splatseg.data.virtual_views import ensure_virtual_scene
-    from splatseg.io.splat_input import load_splats
+    from splatseg.io.formats import read_splats
 
-    splats = load_splats(splats_file)
+    splats = read_splats(splats_file)
     if len(splats) == 0:
         raise ValueError(f"{splats_file} has no Gaussians")
     views_dir = Path(cfg.out) / "views"

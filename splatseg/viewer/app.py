@@ -52,12 +52,12 @@ import torch
 import viser
 
 from splatseg.data import load_scene
-from splatseg.data.placement import splats_in_world
+from splatseg.data.placement import run_splats
 from splatseg.export import export_selection
 from splatseg.io.formats import OUTPUT_SUFFIXES
-from splatseg.mesh_command import mesh_mask, run_splats
+from splatseg.mesh_command import mesh_mask
 from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, Selection
-from splatseg.run import Field, RunError, load_field, refuse_writing_over, run_inputs
+from splatseg.run import Field, load_field, refuse_writing_over, run_inputs
 from splatseg.semantics.clip import SemanticsError
 from splatseg.viewer.camera import look_distance, pose_from_camera, scene_up
 from splatseg.viewer.config import ViewerConfig
@@ -125,9 +125,7 @@ class ViewerApp:
         self.field: Field = load_field(cfg.run)
         self.inputs = run_inputs(self.field)
         self.exports_dir = Path(cfg.run) / "exports"
-        splats = splats_in_world(self.field.splats_path, self.field.info.get("splats_transform"))  # the cameras' frame
-        if len(splats) != self.field.num_gaussians:
-            raise RunError(f"{self.field.splats_path} has {len(splats)} Gaussians but the run was trained on {self.field.num_gaussians}")
+        splats = self.splats = run_splats(self.field)  # the cameras' frame
         self.arrays = SplatArrays.from_splats(splats)
         self.highlighter = Highlighter(self.arrays.rgbs)
         self.picking = PickingTensors.build(splats.means, splats.unit_quats, splats.scales, splats.opacities, self.field.features)
@@ -233,7 +231,7 @@ class ViewerApp:
         out = self.exports_dir / f"{_safe_stem(name if name is not None else tab.gui['name'].value)}.glb"
         refuse_writing_over(out, self.inputs, flag="export")
         self.exports_dir.mkdir(parents=True, exist_ok=True)
-        summary = mesh_mask(self.field, run_splats(self.field), mask.copy(), out)
+        summary = mesh_mask(self.field, self.splats, mask.copy(), out)
         return out, summary
 
     def decoder_click(self, client_id: int, origin, direction, positive: bool = True) -> None:
