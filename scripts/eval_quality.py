@@ -13,6 +13,14 @@ Scenes, segments and runs are cached under --work and reused.
     python scripts/eval_quality.py --seeds 0-9 --noise medium
     python scripts/eval_quality.py --seeds 0-2 --density dense
     python scripts/eval_quality.py --seeds 100-107 --noise high --json high.json
+    python scripts/eval_quality.py --seeds 200-205 --mask-source felzenszwalb --ply-only
+
+--ply-only also trains a run on each scene's `splats.ply` alone (`train --splats FILE`, no photos:
+its views are made up, `splatseg.data.virtual_views`) and scores it beside the photo-based run, with
+the same clicks turned into 3D points (the surface the splats render under the click, in the scene's
+own camera) and on the photo-based run's held-out views. A PLY-only run always makes its segments
+with the weights-free source (the simulator needs true label maps of real views), so compare it
+with `--mask-source felzenszwalb`.
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ class Args:
     """torch CPU threads."""
     progress: bool = True
     """Show progress bars."""
+    ply_only: bool = False
+    """Also train and score a run made from each scene's splats.ply alone, the clicks given as 3D points."""
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -117,6 +127,65 @@ def run_dir(args: Args, scene: Path, segments: Path) -> tuple[Path, float]:
     return out, float(info["seconds"] - info["segments_seconds"])
 
 
+def plyonly_run(args: Args, scene: Path) -> tuple[Path, float]:
+    """The run trained on SCENE/splats.ply alone (no photos), and its train wall seconds (making
+    and segmenting its views included)."""
+    from splatseg.cli import main as cli_main
+
+    out = args.work / "runs" / f"{args.tag}_plyonly" / scene.name
+    if args.retrain or not (out / "run.json").exists():
+        argv = ["train", "--splats", str(scene / "splats.ply"), "--out", str(out), *([] if args.progress else ["--no-progress"]),
+                *args.train_args]
+        if cli_main(argv) != 0:
+            raise SystemExit(f"eval_quality: PLY-only training failed for {scene}")
+    return out, float(json.loads((out / "run.json").read_text())["seconds"])
+
+
+def point_select(scene: Path):
+    """select(fld, click) for a PLY-only run: the click's surface point (rendered depth under the
+    pixel in the scene's camera, `evaluate.surface_point`) as a --point prompt."""
+    from splatseg.data import load_scene
+    from splatseg.evaluate import surface_point
+    from splatseg.io.ply import read_ply
+    from splatseg.prompts import Prompts, select, surface_of_run
+
+    cams = load_scene(scene).cameras
+    params = read_ply(scene / "splats.ply").torch_params()
+    cache: dict = {}
+
+    def pick(fld, click):
+        if "surface" not in cache:
+            cache["surface"] = surface_of_run(fld)
+        p = surface_point(params, cams, cams.names.index(click.stem), click.x, click.y)
+        return select(fld, Prompts(point=[tuple(float(c) for c in p)]), surface=cache["surface"])
+
+    return pick
+
+
+def print_summary(title: str, rows: list[dict], rules: list[str], times: dict) -> dict:
+    summary = summarise(rows)
+    print(f"\n{title} ({len(rows)} clicks)")
+    print(f"{'':<12} {'2D':>6} {'amodal':>6} | {'IoU cnt':>7} {'IoU opa':>7} {'IoU area':>8} | {'P cnt':>6} {'P area':>6} | {'R cnt':>6} {'R area':>6}")
+    for name in ("mean", "worst_seed", "worst_click"):
+        s = summary[name]
+        print(f"{name:<12} {s['iou_2d']:>6.3f} {s['amodal_2d']:>6.3f} | {s['iou_3d_count']:>7.3f} {s['iou_3d_opacity']:>7.3f} {s['iou_3d_area']:>8.3f} | "
+              f"{s['precision_3d_count']:>6.3f} {s['precision_3d_area']:>6.3f} | {s['recall_3d_count']:>6.3f} {s['recall_3d_area']:>6.3f}")
+    for rule in rules:
+        mine = [r for r in rows if r["rule"] == rule]
+        if mine:
+            print(f"rule {rule:<7} 2D {np.nanmean([r['iou_2d'] for r in mine]):.3f}  3D count {np.mean([r['iou_3d_count'] for r in mine]):.3f}  "
+                  f"area {np.mean([r['iou_3d_area'] for r in mine]):.3f}  ({len(mine)} clicks)")
+    print(f"train seconds: mean {np.mean(list(times.values())):.1f}, max {np.max(list(times.values())):.1f}")
+    return summary
+
+
+def print_seed(label: str, seed: int, mine: list[dict], seconds: float) -> None:
+    m = {k: np.nanmean([r[k] for r in mine]) for k in mine[0] if isinstance(mine[0][k], float)}
+    print(f"{label:>6} {seed:>5} {len({r['object'] for r in mine}):>4} {m['iou_2d']:>6.3f} {np.nanmin([r['iou_2d'] for r in mine]):>6.3f} "
+          f"{m['iou_3d_count']:>6.3f} {m['iou_3d_opacity']:>6.3f} {m['iou_3d_area']:>7.3f} {m['precision_3d_area']:>6.3f} "
+          f"{m['recall_3d_area']:>6.3f} {m['amodal_2d']:>6.3f} {seconds:>7.1f}", flush=True)
+
+
 def summarise(rows: list[dict]) -> dict:
     """Per-seed means, then mean and worst over seeds (and worst single click)."""
     keys = ["iou_2d", "amodal_2d"] + [f"{m}_3d_{w}" for m in ("iou", "precision", "recall") for w in ("count", "opacity", "area")]
@@ -141,7 +210,7 @@ def flatten(seed: int, score) -> dict:
     return row
 
 
-HEADER = f"{'seed':>5} {'obj':>4} {'2D':>6} {'2D min':>6} {'3D cnt':>6} {'3D opa':>6} {'3D area':>7} {'P area':>6} {'R area':>6} {'amodal':>6} {'train s':>7}"
+HEADER = f"{'run':>6} {'seed':>5} {'obj':>4} {'2D':>6} {'2D min':>6} {'3D cnt':>6} {'3D opa':>6} {'3D area':>7} {'P area':>6} {'R area':>6} {'amodal':>6} {'train s':>7}"
 
 
 def main(args: Args) -> int:
@@ -154,14 +223,14 @@ def main(args: Args) -> int:
     from splatseg.run import load_field
 
     seeds = parse_seeds(args.seeds)
-    rows, times = [], {}
+    rows, times, ply_rows, ply_times = [], {}, [], {}
     print(HEADER)
     for seed in seeds:
         scene = scene_dir(args, seed)
         segments = segments_for(args, scene, seed)
         run, seconds = run_dir(args, scene, segments)
-        times[seed] = seconds
         fld = load_field(run)
+        times[seed] = float(json.loads((run / "run.json").read_text())["seconds"]) if args.ply_only else seconds
         if args.query_rule == "2d":
             select = lambda f, c: select_by_clicks(f, [c])  # noqa: E731
         else:
@@ -170,31 +239,29 @@ def main(args: Args) -> int:
         scores = score_clicks(scene, fld, select, rules=args.rules, seed=seed, progress=args.progress)
         mine = [flatten(seed, s) for s in scores]
         rows += mine
-        m = {k: np.nanmean([r[k] for r in mine]) for k in mine[0] if isinstance(mine[0][k], float)}
-        print(f"{seed:>5} {len({r['object'] for r in mine}):>4} {m['iou_2d']:>6.3f} {np.nanmin([r['iou_2d'] for r in mine]):>6.3f} "
-              f"{m['iou_3d_count']:>6.3f} {m['iou_3d_opacity']:>6.3f} {m['iou_3d_area']:>7.3f} {m['precision_3d_area']:>6.3f} "
-              f"{m['recall_3d_area']:>6.3f} {m['amodal_2d']:>6.3f} {seconds:>7.1f}", flush=True)
-    summary = summarise(rows)
-    print("\nsummary over seeds", args.seeds, f"(noise {args.noise if args.mask_source == 'sim' else 'felzenszwalb'}, density {args.density}, "
-          f"{len(rows)} clicks)")
-    print(f"{'':<12} {'2D':>6} {'amodal':>6} | {'IoU cnt':>7} {'IoU opa':>7} {'IoU area':>8} | {'P cnt':>6} {'P area':>6} | {'R cnt':>6} {'R area':>6}")
-    for name in ("mean", "worst_seed", "worst_click"):
-        s = summary[name]
-        print(f"{name:<12} {s['iou_2d']:>6.3f} {s['amodal_2d']:>6.3f} | {s['iou_3d_count']:>7.3f} {s['iou_3d_opacity']:>7.3f} {s['iou_3d_area']:>8.3f} | "
-              f"{s['precision_3d_count']:>6.3f} {s['precision_3d_area']:>6.3f} | {s['recall_3d_count']:>6.3f} {s['recall_3d_area']:>6.3f}")
-    for rule in args.rules:
-        mine = [r for r in rows if r["rule"] == rule]
-        if mine:
-            print(f"rule {rule:<7} 2D {np.nanmean([r['iou_2d'] for r in mine]):.3f}  3D count {np.mean([r['iou_3d_count'] for r in mine]):.3f}  "
-                  f"area {np.mean([r['iou_3d_area'] for r in mine]):.3f}  ({len(mine)} clicks)")
-    print(f"train seconds (segments excluded): mean {np.mean(list(times.values())):.1f}, max {np.max(list(times.values())):.1f}")
+        print_seed("photos", seed, mine, times[seed])
+        if args.ply_only:
+            ply, ply_times[seed] = plyonly_run(args, scene)
+            split = (fld.info["train_views"], fld.info["heldout_views"])
+            scores = score_clicks(scene, load_field(ply), point_select(scene), rules=args.rules, seed=seed, progress=args.progress, split=split)
+            theirs = [flatten(seed, s) for s in scores]
+            ply_rows += theirs
+            print_seed("PLY", seed, theirs, ply_times[seed])
+    source = args.noise if args.mask_source == "sim" else "felzenszwalb"
+    summary = print_summary(f"photo-based runs over seeds {args.seeds} (segments {source}, density {args.density})", rows, args.rules, times)
+    ply_summary = None
+    if args.ply_only:
+        ply_summary = print_summary(f"PLY-only runs over seeds {args.seeds} (3D point prompts, density {args.density})", ply_rows, args.rules, ply_times)
+        ratios = [ply_times[s] / times[s] for s in seeds]
+        print(f"\ntrain wall time PLY-only / photo-based (both include making segments): mean {np.mean(ratios):.2f}x, worst {np.max(ratios):.2f}x")
     if args.json is not None:
         from splatseg.io.atomic import atomic_write
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(args.json) as f:
             f.write(json.dumps({"args": {k: str(v) for k, v in asdict(args).items()}, "summary": summary, "clicks": rows,
-                                "train_seconds": times}, indent=1).encode())
+                                "train_seconds": times, "plyonly": None if ply_summary is None else
+                                {"summary": ply_summary, "clicks": ply_rows, "train_seconds": ply_times}}, indent=1).encode())
     return 0
 
 

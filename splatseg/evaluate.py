@@ -84,8 +84,9 @@ def evaluate_one_click_per_object(scene_dir: Path, run_dir: Path, threshold: flo
     fld = load_field(run_dir)
     cams = load_scene(scene_dir).cameras
     params = splats_in_world(fld.splats_path, fld.info.get("splats_transform")).torch_params()
-    heldout = [cams.names.index(n) for n in fld.info["heldout_views"]]
-    train_views = [cams.names.index(n) for n in fld.info["train_views"]]
+    train_names, heldout_names = split if split is not None else (fld.info["train_views"], fld.info["heldout_views"])
+    heldout = [cams.names.index(n) for n in heldout_names]
+    train_views = [cams.names.index(n) for n in train_names]
     gt_maps = {i: gt.view_labels(cams.names[i])[0] for i in range(len(cams))}
     results, selections = [], {}
     for oid, name in enumerate(gt.object_names):
@@ -290,11 +291,14 @@ class ClickScore:
     recall_3d: dict[str, float]
 
 
-def score_clicks(scene_dir: Path, fld, select, rules=CLICK_RULES, seed: int = 0, progress: bool = False) -> list[ClickScore]:
+def score_clicks(scene_dir: Path, fld, select, rules=CLICK_RULES, seed: int = 0, progress: bool = False,
+                 split: tuple[list[str], list[str]] | None = None) -> list[ClickScore]:
     """The quality protocol on one generated scene and one trained field.
 
     `select(fld, click) -> Selection` makes the selection (so variants of the selection step can be
-    scored on the same run); every clickable object is clicked by every rule."""
+    scored on the same run); every clickable object is clicked by every rule. `split` (train view
+    names, held-out view names of the scene) replaces the run's own split: a PLY-only run's views are
+    made up, so it is clicked in, and scored on, the split of the photo-based run of the same scene."""
     from tqdm import tqdm
 
     gt = load_ground_truth(scene_dir)
@@ -302,8 +306,9 @@ def score_clicks(scene_dir: Path, fld, select, rules=CLICK_RULES, seed: int = 0,
     splats = read_ply(Path(scene_dir) / "splats.ply")  # generated scenes: their own frame, no transform
     params = splats.torch_params()
     weights = gaussian_weights(splats)
-    heldout = [cams.names.index(n) for n in fld.info["heldout_views"]]
-    train_views = [cams.names.index(n) for n in fld.info["train_views"]]
+    train_names, heldout_names = split if split is not None else (fld.info["train_views"], fld.info["heldout_views"])
+    heldout = [cams.names.index(n) for n in heldout_names]
+    train_views = [cams.names.index(n) for n in train_names]
     gt_maps = {i: gt.view_labels(cams.names[i])[0] for i in range(len(cams))}
     rng = np.random.default_rng(seed)
     jobs = []  # (oid, rule, click, mask)
