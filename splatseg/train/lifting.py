@@ -24,6 +24,7 @@ surfaces, and `quantise` stores them as uint8.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,11 +62,13 @@ def centre_pixels(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, w
     return row * width + col, inside
 
 
-def lift_evidence(model, views, means: torch.Tensor, progress: bool = False) -> LiftEvidence:
+def lift_evidence(model, views, means: torch.Tensor, progress: bool = False,
+                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> LiftEvidence:
     """Blend evidence and X-ray votes of every query over the training views.
 
     model: the trained FeatureField; views: TrainView list (their renderers carry viewmat, K, size);
-    means: [N, 3] world centres on the model's device."""
+    means: [N, 3] world centres on the model's device; reduce: applied in place to each of the four
+    sums before they are returned (under torchrun, the all-reduce that adds the other ranks' views)."""
     n, k = means.shape[0], model.queries.shape[0]
     device = model.features.device
     num = torch.zeros(n, k, device=device)
@@ -81,6 +84,9 @@ def lift_evidence(model, views, means: torch.Tensor, progress: bool = False) -> 
         pix, inside = centre_pixels(means, r.viewmat, r.K, r.width, r.height)
         xs += probs[pix] * inside[:, None]
         xc += inside.float()
+    if reduce is not None:
+        for t in (num, den, xs, xc):
+            reduce(t)
     f = lambda t: t.cpu().numpy().astype(np.float32)  # noqa: E731
     return LiftEvidence(f(num), f(den), f(xs), f(xc))
 

@@ -32,11 +32,13 @@ def render_geometry(params: dict, cameras: Cameras, i: int) -> Geometry:
     return Geometry(depth=out.depths[0, ..., 0].cpu().numpy(), alpha=out.alphas[0, ..., 0].cpu().numpy(), K=cameras.Ks[i].astype(np.float32))
 
 
-def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path) -> dict:
-    """Computes missing segments; returns {"model", "embedding_model", "clip_has_weights"} read
-    from the cache (the producers recorded in the first view's file)."""
+def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path, views: list[int] | None = None) -> dict:
+    """Computes the missing segments of `views` (default: every view). Without `views`, returns
+    {"model", "embedding_model", "clip_has_weights"} read from the cache (the producers recorded in
+    the first view's file); with `views` (one rank's share under torchrun), returns {}."""
     cams = scene.cameras
-    missing = [i for i, name in enumerate(cams.names) if not (seg_dir / f"{name}.npz").exists()]
+    wanted = range(len(cams)) if views is None else views
+    missing = [i for i in wanted if not (seg_dir / f"{cams.names[i]}.npz").exists()]
     encoder = None
     if missing:
         factor = max(1.0, float(max(cams.widths.max(), cams.heights.max())) / cfg.segment_max_side)
@@ -56,6 +58,8 @@ def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path) -> dict:
                 yield cams.names[i], rgb, (render_geometry(params, seg_cams, i) if needs_geometry else None)
 
         compute_segments(images(), seg_dir, source, encoder=encoder, progress=cfg.progress)
+    if views is not None:
+        return {}
     meta = read_meta(seg_dir / f"{cams.names[0]}.npz")
     embedding_model = str(meta["embedding_model"]) if meta["has_embeddings"] else None
     return {
