@@ -253,9 +253,13 @@ def _train(cfg: TrainConfig, device: torch.device, dist: Dist) -> Path:
     identity = _run_identity(cfg, splats_rec["splats_sha256"], n, [scene.cameras.names[i] for i in train_idx])
     identity["splats_transform"] = None if placed.transform is None else placed.transform["world_from_splats"]
     resume = claim_run_dir(out, identity, cfg.as_json(), cfg.overwrite)  # before the slow segments: fail fast
-    if dist.active:  # each rank computes its share of the missing files, then all read them
+    if dist.active and cfg.ray is None:  # each rank computes its share of the missing files, then all read them
         ensure_segments(scene, splats, cfg, seg_dir, views=dist.shard(list(range(len(scene.cameras)))))
         dist.barrier()
+    elif dist.active:  # rank 0 alone submits the Ray tasks
+        with main_first(dist):
+            if dist.is_main:
+                ensure_segments(scene, splats, cfg, seg_dir)
     seg_info = ensure_segments(scene, splats, cfg, seg_dir)
     segments_seconds = time.time() - t0
 
