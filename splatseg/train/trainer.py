@@ -44,11 +44,13 @@ from splatseg.types import Cameras, Splats
 
 @dataclass
 class TrainView:
-    """One training view at training resolution: blend weights and target masks [M, HW]."""
+    """One training view at training resolution: blend weights and target masks [M, HW] (uint8 0/1,
+    a quarter of float32's memory: every training view's masks stay in memory; the loss takes floats
+    of the sampled pixels only)."""
 
     name: str
     renderer: ViewRenderer
-    masks: torch.Tensor  # [M, HW] float32 in {0, 1}
+    masks: torch.Tensor  # [M, HW] uint8 in {0, 1}
     embeddings: torch.Tensor | None  # [M, E] or None
 
 
@@ -71,7 +73,7 @@ def load_view(params: dict, cameras: Cameras, i: int, seg_dir: Path, min_pixels:
     flat = seg.segmaps.reshape(seg.segmaps.shape[0], -1)
     ids, counts = np.unique(flat[flat >= 0], return_counts=True)
     ids = ids[counts >= min_pixels]
-    masks = np.zeros((len(ids), h * w), np.float32)
+    masks = np.zeros((len(ids), h * w), np.uint8)
     for j, m in enumerate(ids):
         masks[j] = (flat == m).any(axis=0)
     emb = None
@@ -105,6 +107,7 @@ def step_loss(model: FeatureField, view: TrainView, cfg: TrainConfig, generator:
     if 0 < cfg.pixels_per_step < fmap.shape[0]:
         sample = torch.randperm(fmap.shape[0], generator=generator)[: cfg.pixels_per_step].to(fmap.device)
         fmap, targets = fmap[sample], targets[:, sample]
+    targets = targets.float()
     logits = model.logits(fmap)  # [K, P]
     k = logits.shape[0]
     matched = torch.zeros(k, dtype=torch.bool, device=logits.device)
@@ -294,6 +297,12 @@ def _train(cfg: TrainConfig, device: torch.device, dist: Dist) -> Path:
         start, loss_ema = int(resume["step"]), resume.get("loss_ema")
         if not dist.is_main:  # the checkpoint holds rank 0's sampler
             gen.manual_seed(cfg.seed + 1_000_003 * dist.rank + start)
+    if dist.active:  # a rank that found another checkpoint (or none) would step out of line: refuse
+        steps = torch.tensor([start, -start], device=device)
+        dist.all_reduce_max(steps)
+        if int(steps[0]) != -int(steps[1]):
+            raise RunError(f"the ranks found different checkpoints in {out} (steps {-int(steps[1])} to {int(steps[0])}); "
+                           "put --out on a file system every node shares")
     dist.broadcast_parameters_(model)
 
     def save_ckpt(step: int) -> None:
