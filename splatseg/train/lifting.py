@@ -87,7 +87,7 @@ def lift_evidence(model, views, means: torch.Tensor, progress: bool = False,
     if reduce is not None:
         for t in (num, den, xs, xc):
             reduce(t)
-    f = lambda t: t.cpu().numpy().astype(np.float32)  # noqa: E731
+    f = lambda t: t.cpu().numpy().astype(np.float32, copy=False)  # noqa: E731 - no second [N, K] copy
     return LiftEvidence(f(num), f(den), f(xs), f(xc))
 
 
@@ -97,11 +97,13 @@ def evidence_scores(ev: LiftEvidence, xray_weight: float) -> tuple[np.ndarray, n
     total evidence den_i + b xc_i (0: nothing seen; scores 0 there)."""
     seen = ev.blend_weight[ev.blend_weight > UNSEEN_VISIBILITY]
     b = float(xray_weight) * (float(np.median(seen)) if seen.size else 0.0)
-    num = ev.blend_sum + b * ev.xray_sum
+    scores = ev.xray_sum * np.float32(b)  # in place from here: one [N, K] array, not four (3M x 128: 1.5 GB each)
+    scores += ev.blend_sum
     support = ev.blend_weight + b * ev.xray_count
-    scores = num / np.maximum(support, 1e-12)[:, None]
+    scores /= np.maximum(support, 1e-12)[:, None]
     scores[support <= 1e-12] = 0.0
-    return np.clip(scores, 0.0, 1.0).astype(np.float32), support.astype(np.float32)
+    np.clip(scores, 0.0, 1.0, out=scores)
+    return scores.astype(np.float32, copy=False), support.astype(np.float32)
 
 
 def fill_unseen(scores: np.ndarray, visibility: np.ndarray, means: np.ndarray, neighbours: int) -> np.ndarray:
