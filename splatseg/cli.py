@@ -46,6 +46,17 @@ def command_type(recon_default: ReconConfig | None = None, train_default: TrainC
     ]
 
 
+def ray_flag_value(args: list[str]) -> list[str]:
+    """`train ... --ray` with no address (last, or followed by another flag) means `--ray local`."""
+    if not args or args[0] != "train":
+        return args
+    out = list(args)
+    for j in range(len(out) - 1, 0, -1):
+        if out[j] == "--ray" and (j + 1 == len(out) or out[j + 1].startswith("--")):
+            out.insert(j + 1, "local")
+    return out
+
+
 def command_defaults(args: list[str]) -> dict:
     """{"recon_default" | "train_default": instance} for a recon / train command line: its
     --preset and --config (pre-parsed) applied, so tyro's flags and --help start from them."""
@@ -137,6 +148,7 @@ def main(args: list[str] | None = None) -> int:
         empty = errors.empty_value_error(args)
         if empty is not None:
             raise ValueError(empty)
+        args = ray_flag_value(args)
         defaults = command_defaults(args)  # --preset / --config of recon and train; a bad one is one line
         cmd = parse(args, defaults)
         for default in defaults.values():  # the preset as resolved ("auto" -> cpu/gpu), the config file as read

@@ -378,7 +378,8 @@ def refuse_training_over_inputs(out: Path, splats_path: Path, image_paths, segme
 # ----------------------------------------------------------------------------- training into a run directory
 
 RESULT_NEUTRAL_CONFIG = ("data", "out", "splats", "segments", "progress", "device", "feature_renderer", "overwrite",
-                         "sam_checkpoint", "checkpoint_every", "preset", "config", "undistorted_dir", "skip_alignment_check")
+                         "sam_checkpoint", "checkpoint_every", "preset", "config", "undistorted_dir", "skip_alignment_check",
+                         "ray")
 """TrainConfig fields that do not change what a run is (paths, display, where it runs, and the names
 of the preset and config file the settings came from: the settings themselves are compared)."""
 

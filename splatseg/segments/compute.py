@@ -66,6 +66,25 @@ def make_source(config: SourceConfig | Literal["felzenszwalb", "sam"] | None = N
     raise SegmentsError(f"unknown mask source {config!r}; choose 'felzenszwalb' or 'sam'")
 
 
+def segment_image(rgb: np.ndarray, geometry: Geometry | None, source: SegmentSource, encoder: SegmentEncoder | None = None,
+                  segments: Segments | None = None) -> Segments:
+    """One image's segments (`segments` when given, else `source(rgb, geometry)`), with float16
+    CLIP embeddings added when there is an encoder: what `compute_segments` writes for it (the
+    Ray tasks of `splatseg.train.segments_ray` run exactly this)."""
+    if segments is None:
+        segments = source(rgb, geometry)
+    if encoder is not None:
+        if segments.segmaps.shape[1:] != rgb.shape[:2]:
+            from splatseg.segments.cache import resize_nearest
+
+            segmaps = resize_nearest(segments.segmaps, (rgb.shape[1], rgb.shape[0]))
+        else:
+            segmaps = segments.segmaps
+        emb = encoder.encode_segments(rgb, segmaps, num_segments=segments.num_segments)
+        segments.embeddings = emb.astype(np.float16)
+    return segments
+
+
 def compute_segments(
     images: Iterable[tuple[str, np.ndarray, Geometry | None]],
     out_dir: str | os.PathLike,
@@ -110,17 +129,7 @@ def compute_segments(
                         segments = read_segments(path)  # reuse the masks, add embeddings
                     except SegmentsError:
                         segments = None
-            if segments is None:
-                segments = source(rgb, geometry)
-            if encoder is not None:
-                if segments.segmaps.shape[1:] != rgb.shape[:2]:
-                    from splatseg.segments.cache import resize_nearest
-
-                    segmaps = resize_nearest(segments.segmaps, (rgb.shape[1], rgb.shape[0]))
-                else:
-                    segmaps = segments.segmaps
-                emb = encoder.encode_segments(rgb, segmaps, num_segments=segments.num_segments)
-                segments.embeddings = emb.astype(np.float16)
+            segments = segment_image(rgb, geometry, source, encoder, segments)
             write_segments(path, segments, embedding_model=encoder.name if encoder is not None else None)
             paths.append(path)
     return paths

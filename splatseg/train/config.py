@@ -67,6 +67,11 @@ class TrainConfig:
     clip_pretrained: str | None = None
     """open_clip weights tag (e.g. laion2b_s34b_b88k, fetched by open_clip) or a local checkpoint.
     Without it no embeddings are computed and text prompts are refused."""
+    ray: str | None = None
+    """Compute the missing segments as Ray tasks, one per image (needs the `ray` extra; workers need
+    splatseg installed): 'local' (what `--ray` alone means) starts a Ray instance on this machine;
+    any other value is ray.init's address ('auto': the cluster this node belongs to,
+    'ray://HEAD:10001': a remote one). The cache written is the same as without it."""
     segment_max_side: int = 512
     """Longest image side at which segments are computed (images are downscaled to it)."""
 

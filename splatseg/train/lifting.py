@@ -24,6 +24,7 @@ surfaces, and `quantise` stores them as uint8.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,11 +62,13 @@ def centre_pixels(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, w
     return row * width + col, inside
 
 
-def lift_evidence(model, views, means: torch.Tensor, progress: bool = False) -> LiftEvidence:
+def lift_evidence(model, views, means: torch.Tensor, progress: bool = False,
+                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> LiftEvidence:
     """Blend evidence and X-ray votes of every query over the training views.
 
     model: the trained FeatureField; views: TrainView list (their renderers carry viewmat, K, size);
-    means: [N, 3] world centres on the model's device."""
+    means: [N, 3] world centres on the model's device; reduce: applied in place to each of the four
+    sums before they are returned (under torchrun, the all-reduce that adds the other ranks' views)."""
     n, k = means.shape[0], model.queries.shape[0]
     device = model.features.device
     num = torch.zeros(n, k, device=device)
@@ -81,7 +84,10 @@ def lift_evidence(model, views, means: torch.Tensor, progress: bool = False) -> 
         pix, inside = centre_pixels(means, r.viewmat, r.K, r.width, r.height)
         xs += probs[pix] * inside[:, None]
         xc += inside.float()
-    f = lambda t: t.cpu().numpy().astype(np.float32)  # noqa: E731
+    if reduce is not None:
+        for t in (num, den, xs, xc):
+            reduce(t)
+    f = lambda t: t.cpu().numpy().astype(np.float32, copy=False)  # noqa: E731 - no second [N, K] copy
     return LiftEvidence(f(num), f(den), f(xs), f(xc))
 
 
@@ -91,11 +97,13 @@ def evidence_scores(ev: LiftEvidence, xray_weight: float) -> tuple[np.ndarray, n
     total evidence den_i + b xc_i (0: nothing seen; scores 0 there)."""
     seen = ev.blend_weight[ev.blend_weight > UNSEEN_VISIBILITY]
     b = float(xray_weight) * (float(np.median(seen)) if seen.size else 0.0)
-    num = ev.blend_sum + b * ev.xray_sum
+    scores = ev.xray_sum * np.float32(b)  # in place from here: one [N, K] array, not four (3M x 128: 1.5 GB each)
+    scores += ev.blend_sum
     support = ev.blend_weight + b * ev.xray_count
-    scores = num / np.maximum(support, 1e-12)[:, None]
+    scores /= np.maximum(support, 1e-12)[:, None]
     scores[support <= 1e-12] = 0.0
-    return np.clip(scores, 0.0, 1.0).astype(np.float32), support.astype(np.float32)
+    np.clip(scores, 0.0, 1.0, out=scores)
+    return scores.astype(np.float32, copy=False), support.astype(np.float32)
 
 
 def fill_unseen(scores: np.ndarray, visibility: np.ndarray, means: np.ndarray, neighbours: int) -> np.ndarray:

@@ -32,22 +32,32 @@ def render_geometry(params: dict, cameras: Cameras, i: int) -> Geometry:
     return Geometry(depth=out.depths[0, ..., 0].cpu().numpy(), alpha=out.alphas[0, ..., 0].cpu().numpy(), K=cameras.Ks[i].astype(np.float32))
 
 
-def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path) -> dict:
-    """Computes missing segments; returns {"model", "embedding_model", "clip_has_weights"} read
-    from the cache (the producers recorded in the first view's file)."""
+def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path, views: list[int] | None = None) -> dict:
+    """Computes the missing segments of `views` (default: every view). Without `views`, returns
+    {"model", "embedding_model", "clip_has_weights"} read from the cache (the producers recorded in
+    the first view's file); with `views` (one rank's share under torchrun), returns {}."""
     cams = scene.cameras
-    missing = [i for i, name in enumerate(cams.names) if not (seg_dir / f"{name}.npz").exists()]
+    wanted = range(len(cams)) if views is None else views
+    missing = [i for i in wanted if not (seg_dir / f"{cams.names[i]}.npz").exists()]
     encoder = None
     if missing:
         factor = max(1.0, float(max(cams.widths.max(), cams.heights.max())) / cfg.segment_max_side)
         seg_cams = cams.downscaled(factor)
+        params = splats.torch_params()
+        needs_geometry = cfg.mask_source == "felzenszwalb"
+        ray_address = getattr(cfg, "ray", None)
+        if ray_address is not None:  # Ray tasks write the same files (splatseg.train.segments_ray)
+            from splatseg.train.segments_ray import compute_segments_ray
+
+            clip_spec = None if cfg.clip_pretrained is None else (cfg.clip_model, cfg.clip_pretrained)
+            compute_segments_ray(ray_address, cams.names, cams.image_paths, seg_cams, missing, params, needs_geometry, seg_dir,
+                                 (cfg.mask_source, cfg.sam_model, cfg.sam_checkpoint), clip_spec, progress=cfg.progress)
+            missing = []
         source = make_source(cfg.mask_source, sam_model=cfg.sam_model, sam_checkpoint=cfg.sam_checkpoint)
-        if cfg.clip_pretrained is not None:
+        if cfg.clip_pretrained is not None and missing:
             from splatseg.semantics.clip import ClipEncoder
 
             encoder = ClipEncoder(cfg.clip_model, cfg.clip_pretrained)
-        params = splats.torch_params()
-        needs_geometry = cfg.mask_source == "felzenszwalb"
 
         def images():
             for i in missing:
@@ -55,7 +65,10 @@ def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path) -> dict:
                 rgb = load_image(cams.image_paths[i], size=size)
                 yield cams.names[i], rgb, (render_geometry(params, seg_cams, i) if needs_geometry else None)
 
-        compute_segments(images(), seg_dir, source, encoder=encoder, progress=cfg.progress)
+        if missing:
+            compute_segments(images(), seg_dir, source, encoder=encoder, progress=cfg.progress)
+    if views is not None:
+        return {}
     meta = read_meta(seg_dir / f"{cams.names[0]}.npz")
     embedding_model = str(meta["embedding_model"]) if meta["has_embeddings"] else None
     return {

@@ -9,9 +9,10 @@ and everything `segment` / `view` need is written to the run directory (`splatse
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from splatseg.run import (CKPT_NAME, RunError, claim_run_dir, file_sha256, refus
                           write_run)
 from splatseg.segments.cache import read_segments, segments_dir
 from splatseg.train.config import TrainConfig
+from splatseg.train.distributed import Dist, distributed, rank_device
 from splatseg.train.lifting import evidence_scores, fill_unseen, lift_evidence, quantise
 from splatseg.train.losses import dice_loss, focal_loss, focal_loss_to_zero, pairwise_cosine_cost, pairwise_dice_cost, pairwise_focal_cost
 from splatseg.train.matching import hungarian
@@ -42,11 +44,13 @@ from splatseg.types import Cameras, Splats
 
 @dataclass
 class TrainView:
-    """One training view at training resolution: blend weights and target masks [M, HW]."""
+    """One training view at training resolution: blend weights and target masks [M, HW] (uint8 0/1,
+    a quarter of float32's memory: every training view's masks stay in memory; the loss takes floats
+    of the sampled pixels only)."""
 
     name: str
     renderer: ViewRenderer
-    masks: torch.Tensor  # [M, HW] float32 in {0, 1}
+    masks: torch.Tensor  # [M, HW] uint8 in {0, 1}
     embeddings: torch.Tensor | None  # [M, E] or None
 
 
@@ -69,7 +73,7 @@ def load_view(params: dict, cameras: Cameras, i: int, seg_dir: Path, min_pixels:
     flat = seg.segmaps.reshape(seg.segmaps.shape[0], -1)
     ids, counts = np.unique(flat[flat >= 0], return_counts=True)
     ids = ids[counts >= min_pixels]
-    masks = np.zeros((len(ids), h * w), np.float32)
+    masks = np.zeros((len(ids), h * w), np.uint8)
     for j, m in enumerate(ids):
         masks[j] = (flat == m).any(axis=0)
     emb = None
@@ -103,6 +107,7 @@ def step_loss(model: FeatureField, view: TrainView, cfg: TrainConfig, generator:
     if 0 < cfg.pixels_per_step < fmap.shape[0]:
         sample = torch.randperm(fmap.shape[0], generator=generator)[: cfg.pixels_per_step].to(fmap.device)
         fmap, targets = fmap[sample], targets[:, sample]
+    targets = targets.float()
     logits = model.logits(fmap)  # [K, P]
     k = logits.shape[0]
     matched = torch.zeros(k, dtype=torch.bool, device=logits.device)
@@ -184,23 +189,45 @@ def lifted_scores(evidence, splats: Splats, cfg: TrainConfig) -> np.ndarray:
     return quantise(scores)
 
 
+@contextlib.contextmanager
+def main_first(dist: Dist):
+    """The body runs on rank 0 first, then on the other ranks (which then reuse what it wrote)."""
+    if not dist.is_main:
+        dist.barrier()
+    yield
+    if dist.is_main:
+        dist.barrier()
+
+
 def train(cfg: TrainConfig) -> Path:
     """Runs segments (if missing) -> training -> lifting; writes and returns the run directory.
+
+    Under torchrun (WORLD_SIZE > 1) the ranks share the work (`splatseg.train.distributed`):
+    segments and training views sharded, gradients and lifting sums all-reduced, and only rank 0
+    writes the run. Every rank returns the run directory.
 
     The run is written as one unit (`splatseg.run.write_run`); `--out` is claimed first
     (`claim_run_dir`): a matching checkpoint is resumed, another run's files are refused.
     Without a scene (no --data, and --splats names no scene on this machine), virtual views of the
     splats are made first (`RUN/views/`, see `splatseg.data.virtual_views`) and training reads
     them as its scene."""
-    t0 = time.time()
     validate_train_config(cfg)
-    device = resolve_device(cfg.device)
+    device = rank_device(resolve_device(cfg.device))
+    with distributed(device) as dist:
+        return _train(cfg, device, dist)
+
+
+def _train(cfg: TrainConfig, device: torch.device, dist: Dist) -> Path:
+    t0 = time.time()
+    if not dist.is_main:  # one progress display, from rank 0
+        cfg = replace(cfg, progress=False)
     source, data = resolve_inputs(cfg)
     ply_only = data is None
     if ply_only and cfg.splats_transform is not None:
         raise ValueError("--splats-transform moves splats onto a scene's cameras; without --data there are none (leave it out)")
     if ply_only:
-        _, data, ply_only_info = make_virtual_views(cfg, source.splats_file)
+        with main_first(dist):
+            _, data, ply_only_info = make_virtual_views(cfg, source.splats_file)
     else:
         ply_only_info = {"ply_only": False}
     scene: Scene = load_scene(data)
@@ -215,7 +242,8 @@ def train(cfg: TrainConfig) -> Path:
     seg_dir = Path(cfg.segments) if cfg.segments is not None else segments_dir(scene.root)
     refuse_training_over_inputs(out, splats_path, scene.cameras.image_paths, [seg_dir / f"{m}.npz" for m in scene.cameras.names])
     undistorted = Path(cfg.undistorted_dir) if cfg.undistorted_dir is not None else out / CACHE_NAME
-    scene, undistortion = undistort_scene(scene, undistorted, progress=cfg.progress)  # pinhole from here on
+    with main_first(dist):
+        scene, undistortion = undistort_scene(scene, undistorted, progress=cfg.progress)  # pinhole from here on
     if ply_only:  # the views were made from the file's own frame: nothing to move or check
         placed = place_splats(splats_path, scene, None, check=False, views=train_idx)
     else:
@@ -228,17 +256,29 @@ def train(cfg: TrainConfig) -> Path:
     identity = _run_identity(cfg, splats_rec["splats_sha256"], n, [scene.cameras.names[i] for i in train_idx])
     identity["splats_transform"] = None if placed.transform is None else placed.transform["world_from_splats"]
     resume = claim_run_dir(out, identity, cfg.as_json(), cfg.overwrite)  # before the slow segments: fail fast
+    if dist.active and cfg.ray is None:  # each rank computes its share of the missing files, then all read them
+        ensure_segments(scene, splats, cfg, seg_dir, views=dist.shard(list(range(len(scene.cameras)))))
+        dist.barrier()
+    elif dist.active:  # rank 0 alone submits the Ray tasks
+        with main_first(dist):
+            if dist.is_main:
+                ensure_segments(scene, splats, cfg, seg_dir)
     seg_info = ensure_segments(scene, splats, cfg, seg_dir)
     segments_seconds = time.time() - t0
 
     cams = training_cameras(scene.cameras, cfg.train_max_side)
     params = {k: v.to(device) for k, v in splats.torch_params().items()}
 
+    local_idx = dist.shard(train_idx)  # this rank's training views (all of them for one process)
     views = [load_view(params, cams, i, seg_dir, cfg.min_segment_pixels, cfg.feature_renderer)
-             for i in tqdm(train_idx, desc="views", disable=not cfg.progress)]
+             for i in tqdm(local_idx, desc="views", disable=not cfg.progress)]
     clip_dim = next((v.embeddings.shape[1] for v in views if v.embeddings is not None), None)
+    if dist.active:  # a rank whose views happen to lack embeddings still builds the same model
+        clip_dim = int(dist.all_reduce_max(torch.tensor(clip_dim or 0, device=device)).item()) or None
     gen = torch.Generator().manual_seed(cfg.seed)
     model = FeatureField(n, cfg.feature_dim, cfg.num_queries, clip_dim, gen).to(device)
+    if not dist.is_main:  # same initial field on every rank, its own pixel samples
+        gen.manual_seed(cfg.seed + 1_000_003 * dist.rank)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gamma = cfg.lr_final_ratio ** (1.0 / max(cfg.iterations, 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(optim, gamma)
@@ -255,19 +295,32 @@ def train(cfg: TrainConfig) -> Path:
             raise RunError(f"{ckpt_path} does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                            "pass --overwrite to start over") from None
         start, loss_ema = int(resume["step"]), resume.get("loss_ema")
+        if not dist.is_main:  # the checkpoint holds rank 0's sampler
+            gen.manual_seed(cfg.seed + 1_000_003 * dist.rank + start)
+    if dist.active:  # a rank that found another checkpoint (or none) would step out of line: refuse
+        steps = torch.tensor([start, -start], device=device)
+        dist.all_reduce_max(steps)
+        if int(steps[0]) != -int(steps[1]):
+            raise RunError(f"the ranks found different checkpoints in {out} (steps {-int(steps[1])} to {int(steps[0])}); "
+                           "put --out on a file system every node shares")
+    dist.broadcast_parameters_(model)
 
     def save_ckpt(step: int) -> None:
+        if not dist.is_main:
+            return
         save_state(ckpt_path, {"identity": identity, "model": model.state_dict(), "optim": optim.state_dict(),
                                "sched": sched.state_dict(), "step": step, "generator": gen.get_state(), "loss_ema": loss_ema})
 
-    order = np.random.default_rng(cfg.seed).integers(0, len(views), size=cfg.iterations)
-    out.mkdir(parents=True, exist_ok=True)  # only now: bad input found above leaves no folder behind
+    order = np.random.default_rng(cfg.seed if dist.is_main else [cfg.seed, dist.rank]).integers(0, len(views), size=cfg.iterations)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)  # only now: bad input found above leaves no folder behind
     t_opt = time.time()
     bar = tqdm(range(start, cfg.iterations), desc="train", disable=not cfg.progress, initial=start, total=cfg.iterations)
     for step in bar:
         loss = step_loss(model, views[order[step]], cfg, gen)
         optim.zero_grad(set_to_none=True)
         loss.backward()
+        dist.average_gradients_(model)  # every rank steps with the mean gradient of W views
         optim.step()
         sched.step()
         loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
@@ -281,15 +334,26 @@ def train(cfg: TrainConfig) -> Path:
     features = model.features.detach()
     t_lift = time.time()
     with torch.no_grad():
-        evidence = lift_evidence(model, views, params["means"], progress=cfg.progress)
+        evidence = lift_evidence(model, views, params["means"], progress=cfg.progress, reduce=dist.all_reduce_)
         maps = []
+        local = {i: v for i, v in zip(local_idx, views)}
         for i in tqdm(range(len(cams)), desc="feature maps", disable=not cfg.progress, leave=False):
-            renderer = views[train_idx.index(i)].renderer if i in train_idx else view_renderer(cfg.feature_renderer, params, cams, i)
-            fmap = renderer.features(features).reshape(renderer.height, renderer.width, -1)
-            maps.append(fmap.cpu().numpy().astype(np.float16))
+            owner = dist.rank if i in local else (train_idx.index(i) if i in train_idx else i) % dist.world_size
+            if owner == dist.rank:
+                renderer = local[i].renderer if i in local else view_renderer(cfg.feature_renderer, params, cams, i)
+                fmap = renderer.features(features).reshape(renderer.height, renderer.width, -1).half()
+            else:
+                fmap = torch.zeros(int(cams.heights[i]), int(cams.widths[i]), cfg.feature_dim, dtype=torch.float16, device=device)
+            if dist.active:  # one rank holds the map, the others add zeros: exact
+                fmap = dist.reduce_to_main_(fmap.float()).half()
+            if dist.is_main:
+                maps.append(fmap.cpu().numpy())
     lifted = lifted_scores(evidence, splats, cfg)
     visibility = evidence.blend_weight
     lift_seconds = time.time() - t_lift  # lifting, votes, propagation (and the feature maps rendered meanwhile)
+    if not dist.is_main:  # rank 0 writes the run; the others wait for it
+        dist.barrier()
+        return out
     query_size = lifted.astype(np.float32).sum(axis=1) / 255.0
     arrays = {
         "features": features.cpu().numpy().astype(np.float32),
@@ -329,8 +393,10 @@ def train(cfg: TrainConfig) -> Path:
         "train_seconds": round(train_seconds, 2),
         "lift_seconds": round(lift_seconds, 2),
         "config": cfg.as_json(),
+        "distributed": dist.info(),
         **ply_only_info,
     }
     write_run(out, info, arrays, view_arrays)
     write_config_yml(out, cfg, "train")  # with the finished run: a failed one leaves no file behind
+    dist.barrier()
     return out
