@@ -56,7 +56,7 @@ from splatseg.query import DEFAULT_THRESHOLD, Click, Point, SurfaceIndex, combin
 from splatseg.render import render  # noqa: E402
 from splatseg.run import load_field  # noqa: E402
 from splatseg.train import TrainConfig, train  # noqa: E402
-from splatseg.train.config import holdout_split  # noqa: E402
+from splatseg.data.split import split_views  # noqa: E402
 from splatseg.types import Cameras  # noqa: E402
 
 HOLDOUT_EVERY = 8
@@ -85,7 +85,7 @@ def scene_prompts(scene_dir: Path, heldout_names: list[str] | None = None) -> Sc
     gt = load_ground_truth(scene_dir)
     cams = load_scene(scene_dir).cameras
     if heldout_names is None:
-        _, heldout = holdout_split(len(cams), HOLDOUT_EVERY)
+        _, heldout = split_views(cams.names, HOLDOUT_EVERY)
     else:
         heldout = [cams.names.index(n) for n in heldout_names]
     train_views = [i for i in range(len(cams)) if i not in heldout]
@@ -217,7 +217,7 @@ def evaluate_real(data: Path, splats: Path, out: Path, threshold: float, iterati
         times = json.loads((run / "timing.json").read_text())
     prompt, sel, rows = evaluate_foreground(data, run, threshold=threshold)
     info = json.loads((run / "run.json").read_text())
-    heldout = set(holdout_split(len(rows), HOLDOUT_EVERY)[1])
+    heldout = set(split_views([r.stem for r in rows], HOLDOUT_EVERY)[1])
     summary = {"point": [prompt.x, prompt.y, prompt.z], "selected": sel.count, "total": len(sel.mask), "times": times,
                "virtual_views": {k: info["virtual_views"][k] for k in ("kind", "views", "width", "height", "coverage", "evidence")},
                "train_seconds": {k: info[k] for k in ("seconds", "segments_seconds", "train_seconds")}}
