@@ -117,6 +117,36 @@ def bench_fidelity(run: DecoderRun, teacher: Teacher, cache: Path, grid: int) ->
     return rows
 
 
+FIDELITY_KEYS = ["token_iou", "best_iou", "minority_iou", "relative_sq_error", "other_view_token_iou", "other_view_minority_iou",
+                 "flat_token_iou", "flat_minority_iou"]
+
+
+def mean_fidelity(rows: list[dict]) -> dict:
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in FIDELITY_KEYS}
+
+
+def fidelity_table(run: DecoderRun, spec: TeacherSpec, teacher_id: str, args) -> list[dict]:
+    """(b): builds the teacher, scores every held-out view and prints the table."""
+    teacher = Teacher(build_teacher_model(spec, "cpu"), teacher_id)
+    cache = args.teacher_cache or Path(args.run) / "teacher_cache"
+    print(f"\n(b) fidelity on held-out views, {args.grid}x{args.grid} point grid, masks under 1% / over 99% ignored")
+    rows = bench_fidelity(run, teacher, cache, args.grid)
+    print(f"  {'':<10} {'rendered embedding':^33} | {'another view (chance)':^21} | {'flat embedding':^17} |")
+    print(f"  {'view':<10} {'per mask':>9} {'best':>6} {'minority':>9} {'rel.err':>7} | {'per mask':>9} {'minority':>9} | "
+          f"{'per mask':>8} {'minority':>8} | {'pairs':>5} {'teacher':>7}")
+    for r in rows:
+        print(f"  {r['view']:<10} {r['token_iou']:>9.3f} {r['best_iou']:>6.3f} {r['minority_iou']:>9.3f} {r['relative_sq_error']:>7.3f} | "
+              f"{r['other_view_token_iou']:>9.3f} {r['other_view_minority_iou']:>9.3f} | {r['flat_token_iou']:>8.3f} "
+              f"{r['flat_minority_iou']:>8.3f} | {r['pairs']:>5} {str(r['teacher_s']):>7}")
+    if rows:
+        mean = mean_fidelity(rows)
+        print(f"  {'mean':<10} {mean['token_iou']:>9.3f} {mean['best_iou']:>6.3f} {mean['minority_iou']:>9.3f} "
+              f"{mean['relative_sq_error']:>7.3f} | {mean['other_view_token_iou']:>9.3f} {mean['other_view_minority_iou']:>9.3f} | "
+              f"{mean['flat_token_iou']:>8.3f} {mean['flat_minority_iou']:>8.3f} |")
+        print(f"  worst view: per mask {min(r['token_iou'] for r in rows):.3f}, minority {min(r['minority_iou'] for r in rows):.3f}")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="run directory with imitation.npz")
@@ -126,6 +156,7 @@ def main() -> None:
     ap.add_argument("--encoder-warmup", action="store_true", help="one untimed encoder pass first (seconds-long passes hardly need it)")
     ap.add_argument("--skip-vit-h", action="store_true", help="time vit_b only")
     ap.add_argument("--skip-timing", action="store_true", help="fidelity and training time only")
+    ap.add_argument("--skip-fidelity", action="store_true", help="timing and training time only")
     ap.add_argument("--grid", type=int, default=5, help="points per side of the fidelity grid")
     ap.add_argument("--teacher-cache", type=Path, default=None, help="cached teacher embeddings (default RUN/teacher_cache)")
     ap.add_argument("--sam-checkpoint", type=Path, default=None, help="the teacher's checkpoint, for runs imitated from one")
@@ -154,27 +185,9 @@ def main() -> None:
         spec = TeacherSpec(arch, checkpoint=args.sam_checkpoint)
         if teacher_name(spec) != teacher_id:
             sys.exit(f"error: the checkpoint does not match the run's teacher {teacher_id} (pass --sam-checkpoint)")
-    teacher = Teacher(build_teacher_model(spec, "cpu"), teacher_id)
-    cache = args.teacher_cache or Path(args.run) / "teacher_cache"
-    print(f"\n(b) fidelity on held-out views, {args.grid}x{args.grid} point grid, masks under 1% / over 99% ignored")
-    rows = bench_fidelity(run, teacher, cache, args.grid)
-    print(f"  {'':<10} {'rendered embedding':^33} | {'another view (chance)':^21} | {'flat embedding':^17} |")
-    print(f"  {'view':<10} {'per mask':>9} {'best':>6} {'minority':>9} {'rel.err':>7} | {'per mask':>9} {'minority':>9} | "
-          f"{'per mask':>8} {'minority':>8} | {'pairs':>5} {'teacher':>7}")
-    for r in rows:
-        print(f"  {r['view']:<10} {r['token_iou']:>9.3f} {r['best_iou']:>6.3f} {r['minority_iou']:>9.3f} {r['relative_sq_error']:>7.3f} | "
-              f"{r['other_view_token_iou']:>9.3f} {r['other_view_minority_iou']:>9.3f} | {r['flat_token_iou']:>8.3f} "
-              f"{r['flat_minority_iou']:>8.3f} | {r['pairs']:>5} {str(r['teacher_s']):>7}")
+    rows = [] if args.skip_fidelity else fidelity_table(run, spec, teacher_id, args)
     if rows:
-        keys = ["token_iou", "best_iou", "minority_iou", "relative_sq_error", "other_view_token_iou", "other_view_minority_iou",
-                "flat_token_iou", "flat_minority_iou"]
-        mean = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
-        print(f"  {'mean':<10} {mean['token_iou']:>9.3f} {mean['best_iou']:>6.3f} {mean['minority_iou']:>9.3f} "
-              f"{mean['relative_sq_error']:>7.3f} | {mean['other_view_token_iou']:>9.3f} {mean['other_view_minority_iou']:>9.3f} | "
-              f"{mean['flat_token_iou']:>8.3f} {mean['flat_minority_iou']:>8.3f} |")
-        print(f"  worst view: per mask {min(r['token_iou'] for r in rows):.3f}, minority {min(r['minority_iou'] for r in rows):.3f}")
-        report["fidelity"] = {"views": rows, "mean": mean}
-    del teacher
+        report["fidelity"] = {"views": rows, "mean": mean_fidelity(rows)}
 
     if not args.skip_timing:
         archs = ["vit_b"] + ([] if args.skip_vit_h else ["vit_h"])
