@@ -217,3 +217,90 @@ def test_scores_along_a_click_ray_match_a_full_render(tiny_run):
         assert at is not None and np.allclose(at, expected, atol=0.02), (at - expected).max()
         checked += 1
     assert checked == 5
+
+
+# ----------------------------------------------------------------------------- lifting by hand (issue 12)
+
+
+class _WeightsRenderer:
+    """A 2x2 view whose blend weights W [N, HW] are given: lift(values) = (W @ values, W.sum(1)),
+    as `render.sparse.lift` is for a frozen view. The camera looks down +z; no centre lands in it."""
+
+    width, height = 2, 2
+
+    def __init__(self, weights, probs):
+        self.W = torch.tensor(weights, dtype=torch.float32)
+        self.probs = torch.tensor(probs, dtype=torch.float32)
+        self.viewmat = torch.eye(4)
+        self.K = torch.tensor([[1.0, 0, 1], [0, 1.0, 1], [0, 0, 1]])
+
+    def features(self, per_gaussian):
+        return self.probs
+
+    def lift(self, values):
+        return self.W @ values, self.W.sum(1)
+
+
+def test_lift_evidence_sums_blend_weights_over_views_and_scores_divide_by_them():
+    # Gaussian 0: weight 1 at a p=0.2 pixel in view a, 3 at a p=1.0 pixel in view b -> (0.2 + 3) / 4 = 0.8
+    # Gaussian 1: weight 0.5 at p=0.6 (view a) only -> 0.6; Gaussian 2: no weight anywhere -> 0, support 0
+    probs_a = [[0.2], [0.6], [0.9], [0.9]]
+    probs_b = [[1.0], [0.0], [0.0], [0.0]]
+    W_a = [[1.0, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 0, 0]]
+    W_b = [[3.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    views = [type("V", (), {"renderer": _WeightsRenderer(W_a, probs_a)})(), type("V", (), {"renderer": _WeightsRenderer(W_b, probs_b)})()]
+    means = torch.tensor([[0.0, 0.0, -1.0]] * 3)  # behind the camera: no X-ray votes
+    ev = lift_evidence(_IdentityModel(1), views, means)
+    assert ev.blend_weight.tolist() == pytest.approx([4.0, 0.5, 0.0], abs=1e-5)
+    assert ev.blend_sum[:, 0].tolist() == pytest.approx([3.2, 0.3, 0.0], abs=1e-5)
+    assert ev.xray_count.tolist() == [0.0, 0.0, 0.0]
+    scores, support = evidence_scores(ev, 0.01)
+    assert scores[:, 0].tolist() == pytest.approx([0.8, 0.6, 0.0], abs=1e-5)
+    assert support.tolist() == pytest.approx([4.0, 0.5, 0.0], abs=1e-6)
+
+
+def test_evidence_scores_divide_each_gaussian_by_its_own_total_weight():
+    # the same ratio 0.5 at very different weights; the X-ray weight b = 0.1 * median(seen weights 2, 8, 20) = 0.8
+    ev = evidence(blend_sum=[[1.0, 2.0], [4.0, 8.0], [10.0, 0.0]], blend_weight=[2, 8, 20],
+                  xray_sum=[[1.0, 0.0], [0.0, 0.0], [5.0, 5.0]], xray_count=[1, 0, 10])
+    scores, support = evidence_scores(ev, 0.0)
+    np.testing.assert_allclose(scores, [[0.5, 1.0], [0.5, 1.0], [0.5, 0.0]], atol=1e-6)
+    scores, support = evidence_scores(ev, 0.1)
+    b = 0.8
+    assert support.tolist() == pytest.approx([2 + b, 8, 20 + 10 * b], rel=1e-6)
+    assert scores[0].tolist() == pytest.approx([(1 + b) / (2 + b), 2 / (2 + b)], rel=1e-5)
+    assert scores[2].tolist() == pytest.approx([(10 + 5 * b) / (20 + 10 * b), 5 * b / (20 + 10 * b)], rel=1e-5)
+
+
+def test_fill_unseen_takes_the_mean_of_the_nearest_seen_neighbours():
+    # seen Gaussians on the x axis at 0, 1, 2, 10 with scores 0.2, 0.6, 0.9, 1.0 (query 0) and their
+    # complements (query 1); unseen ones (rows 0 and 3, among the seen ones) at x = 0.4 (nearest
+    # seen: 0 and 1) and x = 9 (10 and 2)
+    means = np.array([[0.4, 0, 0], [0, 0, 0], [1, 0, 0], [9, 0, 0], [2, 0, 0], [10, 0, 0]], np.float32)
+    s = np.array([0.77, 0.2, 0.6, 0.77, 0.9, 1.0], np.float32)
+    scores = np.c_[s, 1 - s]
+    visibility = np.array([0, 1, 1, 0, 1, 1], np.float32)
+    seen, unseen = [1, 2, 4, 5], [0, 3]
+    filled = fill_unseen(scores, visibility, means, neighbours=2)
+    np.testing.assert_array_equal(filled[seen], scores[seen])  # seen ones keep their own scores
+    assert filled[0].tolist() == pytest.approx([0.4, 0.6], abs=1e-6)
+    assert filled[3].tolist() == pytest.approx([0.95, 0.05], abs=1e-6)
+    assert scores[0, 0] == pytest.approx(0.77)  # the input is not written to
+    one = fill_unseen(scores, visibility, means, neighbours=1)
+    assert one[0].tolist() == pytest.approx([0.2, 0.8]) and one[3].tolist() == pytest.approx([1.0, 0.0])
+    # no neighbours asked for, or fewer seen than asked: unseen ones score 0
+    assert fill_unseen(scores, visibility, means, neighbours=0)[unseen].tolist() == [[0, 0], [0, 0]]
+    assert fill_unseen(scores, visibility, means, neighbours=5)[unseen].tolist() == [[0, 0], [0, 0]]
+    # exactly as many seen as asked for is enough
+    assert fill_unseen(scores, visibility, means, neighbours=4)[0, 0] == pytest.approx((0.2 + 0.6 + 0.9 + 1.0) / 4)
+
+
+def test_fill_unseen_threshold_is_the_visibility_constant():
+    from splatseg.train.lifting import UNSEEN_VISIBILITY
+
+    means = np.array([[0, 0, 0], [1, 0, 0], [0.2, 0, 0]], np.float32)
+    scores = np.array([[0.8], [0.4], [0.1]], np.float32)
+    just_seen = fill_unseen(scores, np.array([1, 1, UNSEEN_VISIBILITY], np.float32), means, neighbours=1)
+    assert just_seen[2, 0] == pytest.approx(0.1)  # at the constant it counts as seen
+    unseen = fill_unseen(scores, np.array([1, 1, UNSEEN_VISIBILITY * 0.5], np.float32), means, neighbours=1)
+    assert unseen[2, 0] == pytest.approx(0.8)
