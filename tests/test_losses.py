@@ -87,3 +87,47 @@ def test_pairwise_cosine_cost_equals_one_minus_the_cosine():
     target = torch.tensor([[0.0, 2.0], [-1.0, 0.0], [4.0, 3.0]])
     expected = [[1 - 0.8, 1 + 0.6, 1 - 0.96], [1 - 0.0, 2.0, 1 - 0.8]]
     np.testing.assert_allclose(pairwise_cosine_cost(pred, target).numpy(), expected, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the training step
+
+
+class _IdentityRenderer:
+    """A 'view' whose P pixels show one Gaussian each: the rendered feature map is the features."""
+
+    def features(self, per_gaussian):
+        return per_gaussian
+
+
+def test_step_loss_matches_one_query_and_pushes_the_unmatched_one_to_zero():
+    from splatseg.train import TrainConfig
+    from splatseg.train.trainer import FeatureField, TrainView, step_loss
+
+    model = FeatureField(4, 2, 2, None, torch.Generator().manual_seed(0))
+    with torch.no_grad():  # logits = queries @ features.T + bias, worked out below
+        model.features.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]))
+        model.queries.copy_(torch.tensor([[3.0, -1.0], [0.0, 2.0]]))
+        model.query_bias.copy_(torch.tensor([-1.0, -0.5]))
+    target = [1.0, 1.0, 0.0, 0.0]  # query 0 (logits 2, 2, -2, -2) fits it; query 1 (-0.5, -0.5, 1.5, 1.5) does not
+    view = TrainView("v", _IdentityRenderer(), torch.tensor([target]), None)
+    cfg = TrainConfig(out="unused", pixels_per_step=0)
+    loss = step_loss(model, view, cfg)
+
+    l0, l1 = [2.0, 2.0, -2.0, -2.0], [-0.5, -0.5, 1.5, 1.5]
+    focal0 = sum(focal_pos(x, 0.25, 2.0) if t else focal_neg(x, 0.25, 2.0) for x, t in zip(l0, target)) / 4
+    p0 = [sig(x) for x in l0]
+    dice0 = 1 - (2 * sum(a * b for a, b in zip(p0, target)) + 1) / (sum(p0) + sum(target) + 1)
+    to_zero1 = sum(focal_neg(x, 0.25, 2.0) for x in l1) / 4
+    expected = cfg.focal_weight * focal0 / 2 + cfg.dice_weight * dice0 + cfg.focal_weight * to_zero1 / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+    loss.backward()
+    assert model.query_bias.grad[1].item() > 0  # descending lowers the unmatched query's logits
+    assert model.query_bias.grad[1].item() == pytest.approx(
+        cfg.focal_weight / 2 / 4 * sum(_d_focal_neg(x) for x in l1), rel=1e-4)
+
+
+def _d_focal_neg(x: float, alpha: float = 0.25) -> float:
+    """d/dx of -(1 - alpha) p^2 log(1 - p), p = sigmoid(x)."""
+    p = sig(x)
+    return -(1 - alpha) * (2 * p * p * (1 - p) * math.log(1 - p) - p * p * p)
