@@ -32,21 +32,61 @@ def modules() -> dict[str, dict]:
     return data["tool"]["splatseg"]["mutation"]["modules"]
 
 
-def run_one(name: str, spec: dict, max_children: int) -> None:
-    """Runs mutmut on one module in this process (called in a child process per module)."""
+def narrow_config(spec: dict) -> None:
+    """Makes mutmut read pyproject's [tool.mutmut] with `only_mutate` and the test selection of one
+    module (it reloads its settings after resets, so the loader itself is wrapped)."""
     import mutmut.configuration as configuration
 
-    cfg = configuration.config()
-    cfg.only_mutate = [spec["source"]]
-    cfg.pytest_add_cli_args_test_selection = list(spec["tests"])
+    read_pyproject = configuration._load_config
+
+    def narrowed():
+        cfg = read_pyproject()
+        cfg.only_mutate = [spec["source"]]
+        cfg.pytest_add_cli_args_test_selection = list(spec["tests"])
+        return cfg
+
+    configuration._load_config = narrowed
+    configuration.reset_config()
+
+
+def diff_line(spec: dict, mutant: str) -> str:
+    """The changed lines of one mutant, on one line ("- old  + new")."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    diff = get_diff_for_mutant(mutant, path=Path(spec["source"]))
+    return "  ".join(" ".join(line.split()) for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+
+
+def run_one(name: str, spec: dict, max_children: int) -> None:
+    """Runs mutmut on one module in this process (called in a child process per module)."""
+    narrow_config(spec)
+    # mutmut takes a copy newer than its source for one it mutated already: drop this module's copy
+    # and results (another module's run copies this file over its mutants), so it is mutated afresh
+    for stale in (ROOT / "mutants" / spec["source"], *(ROOT / "mutants").glob(spec["source"] + ".*")):
+        stale.unlink(missing_ok=True)
+    # the splat-transform oracle, found by the tests at REPO/node_modules (a copy would break its links)
+    link = ROOT / "mutants" / "node_modules"
+    link.parent.mkdir(exist_ok=True)
+    if not link.exists() and (ROOT / "node_modules").exists():
+        link.symlink_to(ROOT / "node_modules")
     dotted = spec["source"].removesuffix(".py").replace("/", ".")
     from mutmut.__main__ import _run
 
     _run([f"{dotted}.*"], max_children)
+    # the survivors' diffs, kept while this module's mutants are still in mutants/
+    killed, total, survivors = summarise(name, spec, quiet=True)
+    diffs = {}
+    for k in survivors:
+        try:
+            diffs[k] = diff_line(spec, k)
+        except Exception as e:  # noqa: BLE001 - a listing, not a check
+            diffs[k] = f"(no diff: {e})"
+    (ROOT / "mutants" / (spec["source"] + ".survivors.json")).write_text(json.dumps(diffs, indent=1))
 
 
-def summarise(name: str, spec: dict) -> tuple[int, int, list[str]]:
-    """(killed, total, surviving mutant names) of one module from mutmut's results file."""
+def summarise(name: str, spec: dict, quiet: bool = False) -> tuple[int, int, list[str]]:
+    """(killed, total, surviving mutant names) of one module from mutmut's results file; prints
+    them with the survivors' diffs unless `quiet`."""
     from mutmut.stats import status_by_exit_code
 
     meta = ROOT / "mutants" / (spec["source"] + ".meta")
@@ -57,10 +97,14 @@ def summarise(name: str, spec: dict) -> tuple[int, int, list[str]]:
     counts = Counter(status.values())
     killed = counts["killed"] + counts["timeout"] + counts["segfault"] + counts["caught by type check"]
     survivors = sorted(k for k, s in status.items() if s in ("survived", "no tests", "suspicious", "not checked"))
+    if quiet:
+        return killed, len(status), survivors
     print(f"{name}: {killed}/{len(status)} killed ({100.0 * killed / max(len(status), 1):.1f}%); "
           + ", ".join(f"{s} {c}" for s, c in sorted(counts.items())), flush=True)
+    saved = ROOT / "mutants" / (spec["source"] + ".survivors.json")
+    diffs = json.loads(saved.read_text()) if saved.exists() else {}
     for k in survivors:
-        print(f"    {status[k]}: {k}")
+        print(f"    {status[k]}: {k.rsplit('.', 1)[-1]}: {diffs.get(k, '')}")
     return killed, len(status), survivors
 
 
@@ -69,6 +113,7 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", help="module names from [tool.splatseg.mutation.modules] (default: all)")
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--report", action="store_true", help="print the kill rates of earlier runs without running")
     args = parser.parse_args()
     table = modules()
     os.chdir(ROOT)
@@ -81,7 +126,7 @@ def main() -> None:
         sys.exit(f"mutation: unknown module {unknown[0]!r}; known: {', '.join(table)}")
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "SPLATSEG_TEST_THREADS": "1"}
     totals = [0, 0]
-    for name in names:
+    for name in [] if args.report else names:
         print(f"== mutation: {name} ({table[name]['source']})", flush=True)
         code = subprocess.run([sys.executable, __file__, "--one", name, "--max-children", str(args.max_children)], env=env).returncode
         if code != 0:
