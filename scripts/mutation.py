@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -84,6 +85,23 @@ def run_one(name: str, spec: dict, max_children: int) -> None:
     (ROOT / "mutants" / (spec["source"] + ".survivors.json")).write_text(json.dumps(diffs, indent=1))
 
 
+_STRING = re.compile(r"""(?:[rbfu]{0,2})("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""")
+
+
+def equivalent_kind(diff: str) -> str | None:
+    """"message" when a mutant only changes the text of an error, warning or printed message,
+    "progress" when it only changes a progress bar or its flag; None otherwise (a real survivor).
+    `diff` is `diff_line`'s "- old  + new"."""
+    old, _, new = diff.partition("  + ")
+    old = old.removeprefix("- ")
+    if ("tqdm(" in old or "progress" in old) and "tqdm(" in new or "progress: bool =" in old:
+        return "progress"
+    if any(k in old for k in ("raise ", "warn(", "print(", "Error(")):
+        if _STRING.sub('""', old) == _STRING.sub('""', new) or re.search(r"(Error|warn|print)\(None\)", new):
+            return "message"  # the text changed or was dropped; the exception and its type are kept
+    return None
+
+
 def summarise(name: str, spec: dict, quiet: bool = False) -> tuple[int, int, list[str]]:
     """(killed, total, surviving mutant names) of one module from mutmut's results file; prints
     them with the survivors' diffs unless `quiet`."""
@@ -103,9 +121,14 @@ def summarise(name: str, spec: dict, quiet: bool = False) -> tuple[int, int, lis
           + ", ".join(f"{s} {c}" for s, c in sorted(counts.items())), flush=True)
     saved = ROOT / "mutants" / (spec["source"] + ".survivors.json")
     diffs = json.loads(saved.read_text()) if saved.exists() else {}
-    for k in survivors:
-        print(f"    {status[k]}: {k.rsplit('.', 1)[-1]}: {diffs.get(k, '')}")
-    return killed, len(status), survivors
+    kinds = {k: equivalent_kind(diffs.get(k, "")) for k in survivors}
+    equivalent = sum(1 for v in kinds.values() if v)
+    real = len(status) - equivalent
+    print(f"    equivalent (messages {sum(v == 'message' for v in kinds.values())}, progress {sum(v == 'progress' for v in kinds.values())}): "
+          f"{killed}/{real} of the others killed ({100.0 * killed / max(real, 1):.1f}%)")
+    for k in sorted(survivors, key=lambda k: (kinds[k] or "", k)):
+        print(f"    {kinds[k] or status[k]}: {k.rsplit('.', 1)[-1]}: {diffs.get(k, '')}")
+    return killed, real, survivors
 
 
 def main() -> None:
@@ -136,7 +159,7 @@ def main() -> None:
         killed, total, _ = summarise(name, table[name])
         totals[0] += killed
         totals[1] += total
-    print(f"all: {totals[0]}/{totals[1]} killed ({100.0 * totals[0] / max(totals[1], 1):.1f}%)")
+    print(f"all: {totals[0]}/{totals[1]} non-equivalent mutants killed ({100.0 * totals[0] / max(totals[1], 1):.1f}%)")
 
 
 if __name__ == "__main__":

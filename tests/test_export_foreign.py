@@ -118,3 +118,61 @@ def test_splat_transform_reads_every_column_of_a_foreign_export(foreign, tmp_pat
             np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32), err_msg=name)
         else:
             np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- export-all folders
+
+
+def test_export_all_replaces_its_previous_folder_whole_and_leaves_nothing_beside_it(foreign, tmp_path):
+    import json
+    import os
+
+    from splatseg.export import export_objects, read_index
+
+    path, table = foreign
+    out = tmp_path / "deep" / "objs"  # the parent does not exist yet
+    export_objects(path, [("a", np.arange(N) < 10), ("b", np.arange(N) >= 150)], out)
+    assert sorted(p.name for p in out.iterdir()) == ["a.ply", "b.ply", "index.json"]
+    index = export_objects(path, [("c", np.arange(N) % 2 == 0)], out)  # a second run replaces the first
+    assert sorted(p.name for p in out.iterdir()) == ["c.ply", "index.json"]
+    assert os.listdir(out.parent) == ["objs"]  # no staging or old folder left beside it
+    meta = json.loads(index.read_text())
+    assert meta["source"] == str(path.resolve())
+    assert read_index(index) == [{"file": "c.ply", "name": "c", "gaussians": N // 2}]
+    assert read_vertex_table(out / "c.ply").tobytes() == table[::2].tobytes()
+    assert (out.stat().st_mode & 0o777) == (0o777 & ~_umask())  # an ordinary folder, not mkdtemp's 0700
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("names", [["a", "a"], [""], ["x/y"], [".hidden"]])
+def test_export_all_refuses_names_that_are_not_plain_unique_stems(foreign, tmp_path, names):
+    from splatseg.export import export_objects
+
+    path, _ = foreign
+    with pytest.raises(ExportError, match="unique plain file stems"):
+        export_objects(path, [(n, np.ones(N, bool)) for n in names], tmp_path / "objs")
+    assert not (tmp_path / "objs").exists()
+
+
+def test_export_all_refuses_a_file_a_link_or_a_foreign_folder(foreign, tmp_path):
+    from splatseg.export import export_objects
+
+    path, _ = foreign
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    for target, message in [("file", "not a folder"), ("link", "not a folder"), ("full", "neither empty nor")]:
+        with pytest.raises(ExportError, match=message):
+            export_objects(path, [("a", np.ones(N, bool))], tmp_path / target)
+    assert (tmp_path / "full" / "keep.txt").read_text() == "x"
+    (tmp_path / "empty").mkdir()
+    export_objects(path, [("a", np.ones(N, bool))], tmp_path / "empty")  # an empty folder is fine
+    assert (tmp_path / "empty" / "a.ply").exists()
