@@ -387,7 +387,7 @@ def test_lift_evidence_composites_the_models_features_with_any_query_count():
 def test_quantise_rounds_to_uint8_queries_first():
     from splatseg.train.lifting import quantise
 
-    scores = np.array([[0.0, 1.0], [0.2, 0.999], [1.0, 0.001], [1.2, -0.1]], np.float32)  # [N=4, K=2]
+    scores = np.array([[0.0, 1.0], [0.2, 0.999], [1.0, 0.001], [1.2, -0.1], [0.6, 0.4]], np.float32)  # [N=5, K=2]
     q = quantise(scores)
-    assert q.dtype == np.uint8 and q.shape == (2, 4) and q.flags["C_CONTIGUOUS"]
-    assert q.tolist() == [[0, 51, 255, 255], [255, 255, 0, 0]]
+    assert q.dtype == np.uint8 and q.shape == (2, 5) and q.flags["C_CONTIGUOUS"]
+    assert q.tolist() == [[0, 51, 255, 255, 153], [255, 255, 0, 0, 102]]
