@@ -6,8 +6,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# pytest-xdist workers for `make test` and `make test-fast` (the one place the test count is set;
+# .ci/run calls `make test`). Each worker runs torch on one thread (tests/conftest.py).
+TEST_WORKERS ?= 2
+# `make mutation MODULE=query` runs one module of [tool.splatseg.mutation.modules] (pyproject.toml)
+MODULE ?=
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench mutation clean
 
 $(BIN)/.splatseg-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +31,16 @@ demo: setup
 	$(BIN)/splatseg demo
 
 test: setup node_modules/.package-lock.json
-	$(BIN)/python -m pytest -n 2 -ra tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -ra tests
 
 test-fast: setup
-	$(BIN)/python -m pytest -n 2 -ra -m "not slow and not browser" tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -ra -m "not slow and not browser" tests
+
+# Mutation testing of the core modules (README, development): on demand only, never in CI; a full
+# run takes hours on two cores. Results stay in mutants/ (git-ignored).
+mutation: setup
+	@$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/python -m pip install "mutmut==3.8.1"  # pyproject's `mutation` extra
+	$(BIN)/python scripts/mutation.py $(MODULE)
 
 bench: setup
 	$(BIN)/python scripts/bench_render.py

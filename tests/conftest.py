@@ -13,8 +13,10 @@ import torch
 from splatseg.data.synthetic import SyntheticConfig
 
 # Under pytest-xdist each worker gets one thread: two workers with two threads each on a 2-core
-# machine thrash torch's thread pool (measured 5x slower).
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
+# machine thrash torch's thread pool (measured 5x slower). SPLATSEG_TEST_THREADS overrides it
+# (`make mutation` sets 1). The worker count itself is the Makefile's TEST_WORKERS.
+_THREADS = os.environ.get("SPLATSEG_TEST_THREADS")
+torch.set_num_threads(int(_THREADS) if _THREADS else 1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 TINY_SCENE = SyntheticConfig(seed=3, num_cameras=16, width=96, height=72, gaussians_per_object=500, table_gaussians=1500)
 

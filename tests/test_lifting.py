@@ -217,3 +217,177 @@ def test_scores_along_a_click_ray_match_a_full_render(tiny_run):
         assert at is not None and np.allclose(at, expected, atol=0.02), (at - expected).max()
         checked += 1
     assert checked == 5
+
+
+# ----------------------------------------------------------------------------- lifting by hand (issue 12)
+
+
+class _WeightsRenderer:
+    """A 2x2 view whose blend weights W [N, HW] are given: lift(values) = (W @ values, W.sum(1)),
+    as `render.sparse.lift` is for a frozen view. The camera looks down +z; no centre lands in it."""
+
+    width, height = 2, 2
+
+    def __init__(self, weights, probs):
+        self.W = torch.tensor(weights, dtype=torch.float32)
+        self.probs = torch.tensor(probs, dtype=torch.float32)
+        self.viewmat = torch.eye(4)
+        self.K = torch.tensor([[1.0, 0, 1], [0, 1.0, 1], [0, 0, 1]])
+
+    def features(self, per_gaussian):
+        return self.probs
+
+    def lift(self, values):
+        return self.W @ values, self.W.sum(1)
+
+
+def test_lift_evidence_sums_blend_weights_over_views_and_scores_divide_by_them():
+    # Gaussian 0: weight 1 at a p=0.2 pixel in view a, 3 at a p=1.0 pixel in view b -> (0.2 + 3) / 4 = 0.8
+    # Gaussian 1: weight 0.5 at p=0.6 (view a) only -> 0.6; Gaussian 2: no weight anywhere -> 0, support 0
+    probs_a = [[0.2], [0.6], [0.9], [0.9]]
+    probs_b = [[1.0], [0.0], [0.0], [0.0]]
+    W_a = [[1.0, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 0, 0]]
+    W_b = [[3.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    views = [type("V", (), {"renderer": _WeightsRenderer(W_a, probs_a)})(), type("V", (), {"renderer": _WeightsRenderer(W_b, probs_b)})()]
+    means = torch.tensor([[0.0, 0.0, -1.0]] * 3)  # behind the camera: no X-ray votes
+    ev = lift_evidence(_IdentityModel(1), views, means)
+    assert ev.blend_weight.tolist() == pytest.approx([4.0, 0.5, 0.0], abs=1e-5)
+    assert ev.blend_sum[:, 0].tolist() == pytest.approx([3.2, 0.3, 0.0], abs=1e-5)
+    assert ev.xray_count.tolist() == [0.0, 0.0, 0.0]
+    scores, support = evidence_scores(ev, 0.01)
+    assert scores[:, 0].tolist() == pytest.approx([0.8, 0.6, 0.0], abs=1e-5)
+    assert support.tolist() == pytest.approx([4.0, 0.5, 0.0], abs=1e-6)
+
+
+def test_evidence_scores_divide_each_gaussian_by_its_own_total_weight():
+    # the same ratio 0.5 at very different weights; the X-ray weight b = 0.1 * median(seen weights 2, 8, 20) = 0.8
+    ev = evidence(blend_sum=[[1.0, 2.0], [4.0, 8.0], [10.0, 0.0]], blend_weight=[2, 8, 20],
+                  xray_sum=[[1.0, 0.0], [0.0, 0.0], [5.0, 5.0]], xray_count=[1, 0, 10])
+    scores, support = evidence_scores(ev, 0.0)
+    np.testing.assert_allclose(scores, [[0.5, 1.0], [0.5, 1.0], [0.5, 0.0]], atol=1e-6)
+    scores, support = evidence_scores(ev, 0.1)
+    b = 0.8
+    assert support.tolist() == pytest.approx([2 + b, 8, 20 + 10 * b], rel=1e-6)
+    assert scores[0].tolist() == pytest.approx([(1 + b) / (2 + b), 2 / (2 + b)], rel=1e-5)
+    assert scores[2].tolist() == pytest.approx([(10 + 5 * b) / (20 + 10 * b), 5 * b / (20 + 10 * b)], rel=1e-5)
+
+
+def test_fill_unseen_takes_the_mean_of_the_nearest_seen_neighbours():
+    # seen Gaussians on the x axis at 0, 1, 2, 10 with scores 0.2, 0.6, 0.9, 1.0 (query 0) and their
+    # complements (query 1); unseen ones (rows 0 and 3, among the seen ones) at x = 0.4 (nearest
+    # seen: 0 and 1) and x = 9 (10 and 2)
+    means = np.array([[0.4, 0, 0], [0, 0, 0], [1, 0, 0], [9, 0, 0], [2, 0, 0], [10, 0, 0]], np.float32)
+    s = np.array([0.77, 0.2, 0.6, 0.77, 0.9, 1.0], np.float32)
+    scores = np.c_[s, 1 - s]
+    visibility = np.array([0, 1, 1, 0, 1, 1], np.float32)
+    seen, unseen = [1, 2, 4, 5], [0, 3]
+    filled = fill_unseen(scores, visibility, means, neighbours=2)
+    np.testing.assert_array_equal(filled[seen], scores[seen])  # seen ones keep their own scores
+    assert filled[0].tolist() == pytest.approx([0.4, 0.6], abs=1e-6)
+    assert filled[3].tolist() == pytest.approx([0.95, 0.05], abs=1e-6)
+    assert scores[0, 0] == pytest.approx(0.77)  # the input is not written to
+    one = fill_unseen(scores, visibility, means, neighbours=1)
+    assert one[0].tolist() == pytest.approx([0.2, 0.8]) and one[3].tolist() == pytest.approx([1.0, 0.0])
+    # no neighbours asked for, or fewer seen than asked: unseen ones score 0
+    assert fill_unseen(scores, visibility, means, neighbours=0)[unseen].tolist() == [[0, 0], [0, 0]]
+    assert fill_unseen(scores, visibility, means, neighbours=5)[unseen].tolist() == [[0, 0], [0, 0]]
+    # exactly as many seen as asked for is enough
+    assert fill_unseen(scores, visibility, means, neighbours=4)[0, 0] == pytest.approx((0.2 + 0.6 + 0.9 + 1.0) / 4)
+
+
+def test_fill_unseen_threshold_is_the_visibility_constant():
+    from splatseg.train.lifting import UNSEEN_VISIBILITY
+
+    means = np.array([[0, 0, 0], [1, 0, 0], [0.2, 0, 0]], np.float32)
+    scores = np.array([[0.8], [0.4], [0.1]], np.float32)
+    just_seen = fill_unseen(scores, np.array([1, 1, UNSEEN_VISIBILITY], np.float32), means, neighbours=1)
+    assert just_seen[2, 0] == pytest.approx(0.1)  # at the constant it counts as seen
+    unseen = fill_unseen(scores, np.array([1, 1, UNSEEN_VISIBILITY * 0.5], np.float32), means, neighbours=1)
+    assert unseen[2, 0] == pytest.approx(0.8)
+
+
+def test_centre_pixels_at_the_image_edges_and_with_a_moved_camera():
+    from splatseg.train.lifting import centre_pixels
+
+    W, H = 8, 6
+    K = torch.tensor([[10.0, 0, 0], [0, 10.0, 0], [0, 0, 1]])  # principal point at the top-left corner
+    viewmat = torch.eye(4)
+    viewmat[:3, 3] = torch.tensor([0.0, 0.0, 1.0])  # the camera one unit behind the world origin
+    # camera-frame points (x, y, z) -> pixel (10 x / z, 10 y / z); world = camera - (0, 0, 1)
+    cam = torch.tensor([
+        [0.0, 0.0, 1.0],  # (0, 0): the first pixel, inside
+        [0.79, 0.59, 1.0],  # (7.9, 5.9): the last pixel, inside
+        [0.5, 0.1, 0.625],  # u = 8 = width exactly: outside
+        [0.1, 0.375, 0.625],  # v = 6 = height exactly: outside
+        [-0.01, 0.1, 1.0],  # u < 0: outside
+        [0.1, -0.01, 1.0],  # v < 0: outside
+        [5.0, 5.0, 1.0],  # far outside to the bottom right
+    ])
+    pix, inside = centre_pixels(cam - torch.tensor([0.0, 0.0, 1.0]), viewmat, K, W, H)
+    assert inside.tolist() == [True, True, False, False, False, False, False]
+    assert pix[0].item() == 0 and pix[1].item() == 5 * W + 7
+    assert ((pix >= 0) & (pix < W * H)).all()  # outside ones are clamped to a valid index
+    _, near = centre_pixels(torch.tensor([[0.0, 0.0, 1e-2], [0.0, 0.0, 0.0101]]), torch.eye(4), K, W, H)
+    assert near.tolist() == [False, True]  # in front means z > 1e-2
+
+
+def test_evidence_scores_edge_cases():
+    from splatseg.train.lifting import UNSEEN_VISIBILITY
+
+    # nothing seen at all: votes have no weight to borrow, every score is 0
+    ev = evidence(blend_sum=[[0.0], [0.0]], blend_weight=[0, 0], xray_sum=[[3.0], [1.0]], xray_count=[4, 2])
+    scores, support = evidence_scores(ev, 0.5)
+    assert scores.tolist() == [[0.0], [0.0]] and support.tolist() == [0.0, 0.0]
+    assert scores.dtype == np.float32 and support.dtype == np.float32
+    # a weight exactly at UNSEEN_VISIBILITY does not count as seen for the X-ray weight's median
+    edge = np.float32(UNSEEN_VISIBILITY)
+    ev = evidence(blend_sum=[[0.0], [0.0], [5.0]], blend_weight=[edge, edge, 10.0], xray_sum=[[1.0], [0.0], [0.0]], xray_count=[1, 0, 0])
+    _, support = evidence_scores(ev, 0.1)
+    assert support[0] == pytest.approx(edge + 0.1 * 10.0)  # median over the one seen Gaussian (10), not 0.001
+    # inconsistent evidence is clipped into [0, 1]
+    ev = evidence(blend_sum=[[8.0, -1.0]], blend_weight=[4.0], xray_sum=[[0.0, 0.0]], xray_count=[0])
+    scores, _ = evidence_scores(ev, 0.0)
+    assert scores.tolist() == [[1.0, 0.0]]
+
+
+def test_lift_evidence_composites_the_models_features_with_any_query_count():
+    """5 Gaussians, K = 2 queries over D = 3 features: shapes must not be mixed up."""
+
+    class Model:
+        def __init__(self):
+            self.features = torch.tensor([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0], [4.0, 4.0, 0], [-4.0, -4.0, 0]])
+            self.queries = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+
+        def logits(self, fmap):
+            return self.queries @ fmap.T  # [K, HW]
+
+    class OnePerPixel:
+        """A 1x5 view whose pixel p shows Gaussian p alone (blend weight 1)."""
+
+        width, height = 5, 1
+
+        def __init__(self):
+            self.viewmat, self.K = torch.eye(4), torch.eye(3)
+
+        def features(self, per_gaussian):
+            return per_gaussian.clone()
+
+        def lift(self, values):
+            return values.clone(), torch.ones(values.shape[0])
+
+    model = Model()
+    means = torch.tensor([[0.0, 0.0, -1.0]] * 5)
+    ev = lift_evidence(model, [type("V", (), {"renderer": OnePerPixel()})()], means)
+    assert ev.blend_sum.shape == (5, 2) and ev.blend_sum.dtype == np.float32 and ev.blend_weight.dtype == np.float32
+    s = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    np.testing.assert_allclose(ev.blend_sum, [[s(4), s(0)], [s(0), s(4)], [s(0), s(0)], [s(4), s(4)], [s(-4), s(-4)]], rtol=1e-6)
+    assert ev.blend_weight.tolist() == [1.0] * 5 and ev.xray_count.tolist() == [0.0] * 5
+
+
+def test_quantise_rounds_to_uint8_queries_first():
+    from splatseg.train.lifting import quantise
+
+    scores = np.array([[0.0, 1.0], [0.2, 0.999], [1.0, 0.001], [1.2, -0.1], [0.6, 0.4]], np.float32)  # [N=5, K=2]
+    q = quantise(scores)
+    assert q.dtype == np.uint8 and q.shape == (2, 5) and q.flags["C_CONTIGUOUS"]
+    assert q.tolist() == [[0, 51, 255, 255, 153], [255, 255, 0, 0, 102]]

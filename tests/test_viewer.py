@@ -359,25 +359,6 @@ def test_overlay_renders_the_selection_at_the_canvas_aspect(handmade):
 # ---------------------------------------------------------------- app
 
 
-def test_latest_only_collapses_requests():
-    from splatseg.viewer.app import _LatestOnly
-
-    calls = []
-
-    def slow():
-        calls.append(time.perf_counter())
-        time.sleep(0.05)
-
-    lo = _LatestOnly(slow)
-    threads = [threading.Thread(target=lo.request) for _ in range(8)]
-    for th in threads:
-        th.start()
-        time.sleep(0.005)
-    for th in threads:
-        th.join()
-    assert 2 <= len(calls) <= 4  # the first call plus the collapsed pending ones, never all 8
-
-
 def test_viewer_config_with_tyro():
     import tyro
 
