@@ -2,7 +2,8 @@
 
 Views whose `segments/<stem>.npz` exists (computed earlier, or imported from another tool) are
 used as they are; the others are computed with the configured source. The weights-free source
-also gets the splats' rendered depth and opacity for each view (geometry edges).
+and SAM with --sam-input depth|both also get the splats' rendered depth and opacity for each view
+(geometry edges; SAM sees the depth colour-mapped).
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path) -> dict:
     if missing:
         factor = max(1.0, float(max(cams.widths.max(), cams.heights.max())) / cfg.segment_max_side)
         seg_cams = cams.downscaled(factor)
-        source = make_source(cfg.mask_source, sam_model=cfg.sam_model, sam_checkpoint=cfg.sam_checkpoint)
+        source = make_source(cfg.mask_source, sam_model=cfg.sam_model, sam_checkpoint=cfg.sam_checkpoint,
+                             sam_input=getattr(cfg, "sam_input", "rgb"))
         if cfg.clip_pretrained is not None:
             from splatseg.semantics.clip import ClipEncoder
 
             encoder = ClipEncoder(cfg.clip_model, cfg.clip_pretrained)
         params = splats.torch_params()
-        needs_geometry = cfg.mask_source == "felzenszwalb"
+        needs_geometry = cfg.mask_source == "felzenszwalb" or bool(getattr(source, "needs_geometry", False))
 
         def images():
             for i in missing:
