@@ -62,11 +62,22 @@ class TrainConfig:
     """SAM backbone (with --mask-source sam)."""
     sam_checkpoint: Path | None = None
     """Local SAM checkpoint; without it the official one is fetched into ~/.cache/splatseg/sam."""
+    sam_input: Literal["rgb", "depth", "both"] = "rgb"
+    """What SAM segments (with --mask-source sam): the photo ('rgb'), the splats' rendered depth
+    colour-mapped as Segment-Any-RGBD does ('depth': geometry, not texture, decides segments), or
+    'both' merged into the levels (depth masks become the wholes, colour masks their parts)."""
     clip_model: str = "ViT-B-16"
     """open_clip architecture for per-segment embeddings (text prompts)."""
     clip_pretrained: str | None = None
     """open_clip weights tag (e.g. laion2b_s34b_b88k, fetched by open_clip) or a local checkpoint.
     Without it no embeddings are computed and text prompts are refused."""
+    clipseg: str | None = None
+    """CLIPSeg weights for text prompts (transformers CLIPSegForImageSegmentation): a local folder
+    (save_pretrained layout) or a hub name such as CIDAS/clipseg-rd64-refined when online. Its
+    image side runs once per training view and is cached in RUN/clipseg.npz; `segment --text` and
+    the viewer's text box then run only its text encoder and decoder."""
+    clipseg_lift_side: int = 96
+    """Longest side of the views through whose blend weights CLIPSeg's relevancy is lifted (RUN/clipseg.npz)."""
     segment_max_side: int = 512
     """Longest image side at which segments are computed (images are downscaled to it)."""
 
