@@ -17,7 +17,7 @@ RUN/clipseg.npz (written by `splatseg.train.clipseg_stage`; run_id as every run 
     lift_offsets [V + 1] int64     view v's pairs are lift_*[offsets[v]:offsets[v + 1]]
     lift_pixel [P] int32           flat pixel row * w + col, pairs sorted by pixel
     lift_gaussian [P] int32        Gaussian index
-    lift_weight [P] float16        blend weight alpha_i T_i of that Gaussian at that pixel (>= 1e-3)
+    lift_weight [P] float16        blend weight alpha_i T_i of that Gaussian at that pixel (>= 0.01)
     num_gaussians, image_size (S)  scalars
 run.json `clipseg`: {"model": the weights' resolved folder or hub name, "file", "views", "layers",
 "image_size", "lift_side", "lift_pairs"}. The weights themselves are not copied: a text query
@@ -26,8 +26,8 @@ loads them again from "model" (one-line error when they are gone).
 Answering a phrase with CLIPSeg (`ClipSegIndex.scores`):
 1. CLIPSeg's text tower once, its decoder on the cached activations of all V views: relevancy
    maps R_v [S, S] = sigmoid(logits) in [0, 1].
-2. Each map resized (bilinear) to its view's lift size and lifted with `render.lift` on the
-   stored pairs: num_i = sum_v sum_p w_vip R_v(p), den_i = sum_v sum_p w_vip; the score is
+2. Each map resized (bilinear) to its view's lift size and lifted through the stored pairs
+   (one sparse [N, all views' pixels] product): num_i = sum_v sum_p w_vip R_v(p), den_i = sum_v sum_p w_vip; the score is
    `train.lifting.evidence_scores` of that evidence (num / den, no X-ray votes): the blend-weighted
    mean relevancy of each Gaussian over the views that see it (0 for Gaussians none sees).
 3. Scores are divided by their maximum (CLIPSeg's probabilities are not calibrated across
@@ -77,13 +77,16 @@ def load_clipseg(name: str) -> ClipSeg:
 
 @dataclass
 class ClipSegIndex:
-    """RUN/clipseg.npz in memory: activations (torch float16, per layer [V, 1 + P, hidden]) and one
-    `render.BlendWeights` per view; `scores(phrase)` answers a phrase (module docstring)."""
+    """RUN/clipseg.npz in memory: activations (torch float16, per layer [V, 1 + P, hidden]), the
+    views' lift sizes, and their blend weights as one sparse matrix; `scores(phrase)` answers a
+    phrase (module docstring)."""
 
     model_name: str
     views: list[str]
     activations: list
-    blend: list
+    sizes: list[tuple[int, int]]  # (w, h) per view
+    weights: object  # scipy.sparse CSR [N, sum_v w_v h_v]: blend weight of Gaussian i at pixel p of view v
+    den: np.ndarray  # [N] sum of each Gaussian's blend weights over every view's pixels
     num_gaussians: int
 
     @classmethod
@@ -113,41 +116,39 @@ class ClipSegIndex:
     def from_arrays(cls, a: dict, model_name: str, where: str = "the CLIPSeg cache") -> "ClipSegIndex":
         """From the arrays of a clipseg.npz (`clipseg_stage.clipseg_arrays`); RunError when they disagree."""
         import torch
-
-        from splatseg.render import BlendWeights
+        from scipy import sparse
 
         layers = sorted((k for k in a if k.startswith("layer_")), key=lambda k: int(k.split("_")[1]))
         views = [str(v) for v in a["views"]]
         if not layers or any(a[k].shape[0] != len(views) for k in layers) or a["lift_offsets"].shape != (len(views) + 1,):
             raise RunError(f"{where} is inconsistent (views, layers and lift offsets disagree); retrain with --clipseg")
-        off = a["lift_offsets"]
-        blend = []
-        for v, (w, h) in enumerate(a["lift_sizes"].tolist()):
-            s = slice(int(off[v]), int(off[v + 1]))
-            blend.append(BlendWeights(pixel=torch.from_numpy(a["lift_pixel"][s].astype(np.int32)),
-                                      gaussian=torch.from_numpy(a["lift_gaussian"][s].astype(np.int32)),
-                                      weight=torch.from_numpy(a["lift_weight"][s].astype(np.float32)), width=int(w), height=int(h)))
+        sizes = [(int(w), int(h)) for w, h in a["lift_sizes"].tolist()]
+        n = int(a["num_gaussians"])
+        # every view's pixels side by side as the columns of one matrix: one sparse product lifts all
+        # V maps at once (the per-view `render.lift` loop cost V sparse products and their set-up)
+        first_pixel = np.concatenate([[0], np.cumsum([w * h for w, h in sizes])]).astype(np.int64)
+        counts = np.diff(a["lift_offsets"])
+        cols = a["lift_pixel"].astype(np.int64) + np.repeat(first_pixel[:-1], counts)
+        weight = a["lift_weight"].astype(np.float32)
+        matrix = sparse.csr_matrix((weight, (a["lift_gaussian"].astype(np.int64), cols)), shape=(n, int(first_pixel[-1])))
+        den = np.bincount(a["lift_gaussian"], weights=weight, minlength=n).astype(np.float32)
         acts = [torch.from_numpy(np.ascontiguousarray(a[k])) for k in layers]
-        return cls(model_name, views, acts, blend, int(a["num_gaussians"]))
+        return cls(model_name, views, acts, sizes, matrix, den, n)
 
     def lift_maps(self, maps) -> tuple[np.ndarray, np.ndarray]:
-        """(num [N], den [N]): relevancy maps [V, s, s] (any s; resized bilinearly to each view's
-        lift size) lifted through the stored blend weights (`render.lift`)."""
+        """(num [N], den [N]): relevancy maps [V, h, w] (any size; resized bilinearly to each view's
+        lift size) lifted through the stored blend weights: num_i = sum_v sum_p w_vip R_v(p)."""
         import torch
 
-        from splatseg.render import lift
-
         maps = torch.as_tensor(np.asarray(maps, np.float32))
-        if maps.ndim != 3 or maps.shape[0] != len(self.blend):
-            raise ValueError(f"expected {len(self.blend)} relevancy maps [V, s, s], got {list(maps.shape)}")
-        num = torch.zeros(self.num_gaussians)
-        den = torch.zeros(self.num_gaussians)
-        for v, bw in enumerate(self.blend):
-            m = torch.nn.functional.interpolate(maps[v][None, None], size=(bw.height, bw.width), mode="bilinear", align_corners=False)
-            s, w = lift(bw, m[0, 0].reshape(-1, 1), self.num_gaussians)
-            num += s[:, 0]
-            den += w
-        return num.numpy(), den.numpy()
+        if maps.ndim != 3 or maps.shape[0] != len(self.sizes):
+            raise ValueError(f"expected {len(self.sizes)} relevancy maps [V, h, w], got {list(maps.shape)}")
+        flat = []
+        for v, (w, h) in enumerate(self.sizes):
+            m = torch.nn.functional.interpolate(maps[v][None, None], size=(h, w), mode="bilinear", align_corners=False)
+            flat.append(m.reshape(-1))
+        values = torch.cat(flat).numpy().astype(np.float32)
+        return np.asarray(self.weights @ values, np.float32), self.den
 
     def scores_from_maps(self, maps) -> np.ndarray:
         """[N] float32 in [0, 1]: lifted relevancy divided by its maximum (module docstring, 2-3)."""

@@ -76,8 +76,9 @@ class TrainConfig:
     (save_pretrained layout) or a hub name such as CIDAS/clipseg-rd64-refined when online. Its
     image side runs once per training view and is cached in RUN/clipseg.npz; `segment --text` and
     the viewer's text box then run only its text encoder and decoder."""
-    clipseg_lift_side: int = 96
-    """Longest side of the views through whose blend weights CLIPSeg's relevancy is lifted (RUN/clipseg.npz)."""
+    clipseg_lift_side: int = 64
+    """Longest side of the views through whose blend weights CLIPSeg's relevancy is lifted (stored in
+    RUN/clipseg.npz; CLIPSeg itself sees 22 x 22 patches, so 64 px loses little)."""
     segment_max_side: int = 512
     """Longest image side at which segments are computed (images are downscaled to it)."""
 
