@@ -88,6 +88,7 @@ class ClipSegIndex:
     weights: object  # scipy.sparse CSR [N, sum_v w_v h_v]: blend weight of Gaussian i at pixel p of view v
     den: np.ndarray  # [N] sum of each Gaussian's blend weights over every view's pixels
     num_gaussians: int
+    _reduced: tuple | None = None  # (model id, ClipSeg.reduce(activations)): made by the first query
 
     @classmethod
     def load(cls, fld: Field) -> "ClipSegIndex":
@@ -163,7 +164,9 @@ class ClipSegIndex:
 
     def relevancy_maps(self, clipseg: ClipSeg, phrase: str) -> np.ndarray:
         """float32 [V, S, S]: CLIPSeg's relevancy of `phrase` on every cached view (text tower + decoder)."""
-        return clipseg.relevancy(self.activations, phrase)
+        if self._reduced is None or self._reduced[0] != id(clipseg.model):
+            self._reduced = (id(clipseg.model), clipseg.reduce(self.activations))
+        return clipseg.relevancy(self.activations, phrase, reduced=self._reduced[1])
 
     def scores(self, clipseg: ClipSeg, phrase: str) -> np.ndarray:
         return self.scores_from_maps(self.relevancy_maps(clipseg, phrase))

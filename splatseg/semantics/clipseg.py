@@ -7,7 +7,8 @@ decoder reads nothing of the image but the ViT's hidden states at `config.extrac
 - `image_side(images)` -> those activations, float32 numpy [B, 1 + P, hidden] per extracted layer
   (the ViT: about 90 % of CLIPSeg's cost); `train --clipseg` stores them in RUN/clipseg.npz;
 - `text_embeddings(phrases)` -> [T, projection_dim] (CLIP's text tower, one pass per query);
-- `decode(activations, embedding)` -> logits [B, S, S] (the decoder, batched over views);
+- `decode(activations, embedding)` -> logits [B, S, S] (the decoder, batched over views), split
+  into `reduce` (its text-independent input projections, kept by a loaded cache) and `decode_reduced`;
 - `relevancy(activations, phrase)` = sigmoid(decode(...)) [B, S, S] in [0, 1];
 - `full_relevancy(images, phrase)` runs the whole model per image, as CLIPSeg's own `forward`
   does (the uncached reference: tests check the split equals it, scripts/bench_text.py times both).
@@ -137,31 +138,66 @@ class ClipSeg:
                                                     attention_mask=tokens["attention_mask"].to(self.device))
         return (out if hasattr(out, "shape") else out.pooler_output).float()
 
-    def decode(self, activations: list, embedding, batch_size: int = 64):
-        """logits float32 tensor [B, S, S] from activations (per layer [B, 1 + P, hidden], numpy or
-        torch, any float dtype) and one conditional embedding [projection_dim] (or [B, projection_dim])."""
+    def reduce(self, activations: list, batch_size: int = 64) -> list:
+        """The text-independent first step of CLIPSeg's decoder: each extracted layer's hidden states
+        [B, 1 + P, hidden] (numpy or torch, any float dtype) through its `reduces` linear, in the
+        decoder's (reversed) order -> float32 tensors [B, 1 + P, reduce_dim]. A cache keeps these
+        (reduce_dim 64 instead of 768: the widening copy of the stored float16 was a quarter of a query)."""
         import torch
 
-        acts = [torch.as_tensor(a) for a in activations]
-        B = int(acts[0].shape[0])
+        dec = self.model.decoder
+        out = []
+        with torch.no_grad():
+            for act, reduce in zip(list(activations)[::-1], dec.reduces):
+                act = torch.as_tensor(act)
+                out.append(torch.cat([reduce(act[i : i + batch_size].to(self.device, torch.float32))
+                                      for i in range(0, int(act.shape[0]), batch_size)]))
+        return out
+
+    def decode_reduced(self, reduced: list, embedding, batch_size: int = 64):
+        """logits float32 tensor [B, S, S] from `reduce`'s output and one conditional embedding
+        [projection_dim] (or [B, projection_dim]): the rest of `CLIPSegDecoder.forward`, step for step
+        (hand-written so the reduced activations can be reused; tests compare it with CLIPSeg's forward)."""
+        import math
+
+        import torch
+
+        dec = self.model.decoder
+        B = int(reduced[0].shape[0])
         emb = torch.as_tensor(embedding, dtype=torch.float32, device=self.device)
         if emb.dim() == 1:
             emb = emb[None].expand(B, -1)
         out = []
         with torch.no_grad():
-            for i in range(0, B, batch_size):
-                chunk = [a[i : i + batch_size].to(self.device, torch.float32) for a in acts]
-                res = self.model.decoder(tuple(chunk), emb[i : i + batch_size])
-                logits = res.logits if hasattr(res, "logits") else res[0]
-                out.append(logits.reshape(len(chunk[0]), logits.shape[-2], logits.shape[-1]).float())
+            for start in range(0, B, batch_size):
+                c = emb[start : start + batch_size]
+                x = None
+                for i, (act, layer) in enumerate(zip(reduced, dec.layers)):
+                    act = act[start : start + batch_size]
+                    x = act if x is None else act + x
+                    if i == dec.conditional_layer:  # FiLM by the text embedding
+                        x = (dec.film_mul(c) * x.permute(1, 0, 2) + dec.film_add(c)).permute(1, 0, 2)
+                    x = layer(x, attention_mask=None)
+                    x = x[0] if isinstance(x, tuple) else x
+                x = x[:, 1:, :].transpose(1, 2)  # drop the class token: [b, reduce_dim, P]
+                side = int(math.sqrt(x.shape[2]))
+                logits = dec.transposed_convolution(x.reshape(len(c), x.shape[1], side, side))
+                out.append(logits.reshape(len(c), logits.shape[-2], logits.shape[-1]).float())
         return torch.cat(out)
 
-    def relevancy(self, activations: list, phrase: str) -> np.ndarray:
-        """float32 [B, S, S] in [0, 1]: sigmoid of the decoder's logits for `phrase` on cached activations."""
+    def decode(self, activations: list, embedding, batch_size: int = 64):
+        """logits float32 tensor [B, S, S] from activations (per layer [B, 1 + P, hidden], numpy or
+        torch, any float dtype) and one conditional embedding [projection_dim] (or [B, projection_dim])."""
+        return self.decode_reduced(self.reduce(activations, batch_size), embedding, batch_size)
+
+    def relevancy(self, activations: list, phrase: str, reduced: list | None = None) -> np.ndarray:
+        """float32 [B, S, S] in [0, 1]: sigmoid of the decoder's logits for `phrase` on cached
+        activations (or on `reduce(activations)` when given: the per-query path of a loaded cache)."""
         import torch
 
         emb = self.text_embeddings([phrase])[0]
-        return torch.sigmoid(self.decode(activations, emb)).cpu().numpy()
+        reduced = self.reduce(activations) if reduced is None else reduced
+        return torch.sigmoid(self.decode_reduced(reduced, emb)).cpu().numpy()
 
     def full_relevancy(self, images: list[np.ndarray], phrase: str) -> np.ndarray:
         """float32 [B, S, S]: the whole CLIPSeg forward per image (no cache), the reference for `relevancy`."""
