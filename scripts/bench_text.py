@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["tiny", "rd64"], choices=["tiny", "rd64"])
     ap.add_argument("--queries", type=int, default=3, help="cached-path queries timed (median reported)")
     ap.add_argument("--full-queries", type=int, default=1, help="full-path queries timed")
-    ap.add_argument("--lift-side", type=int, default=96)
+    ap.add_argument("--lift-side", type=int, default=64, help="as train --clipseg-lift-side")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
