@@ -33,17 +33,19 @@ def render_geometry(params: dict, cameras: Cameras, i: int) -> Geometry:
     return Geometry(depth=out.depths[0, ..., 0].cpu().numpy(), alpha=out.alphas[0, ..., 0].cpu().numpy(), K=cameras.Ks[i].astype(np.float32))
 
 
-def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path) -> dict:
+def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path, source=None) -> dict:
     """Computes missing segments; returns {"model", "embedding_model", "clip_has_weights"} read
-    from the cache (the producers recorded in the first view's file)."""
+    from the cache (the producers recorded in the first view's file). `source`: a ready mask source
+    instead of the one `cfg` names (scripts pass a SAM with a tiny random model)."""
     cams = scene.cameras
     missing = [i for i, name in enumerate(cams.names) if not (seg_dir / f"{name}.npz").exists()]
     encoder = None
     if missing:
         factor = max(1.0, float(max(cams.widths.max(), cams.heights.max())) / cfg.segment_max_side)
         seg_cams = cams.downscaled(factor)
-        source = make_source(cfg.mask_source, sam_model=cfg.sam_model, sam_checkpoint=cfg.sam_checkpoint,
-                             sam_input=getattr(cfg, "sam_input", "rgb"))
+        if source is None:
+            source = make_source(cfg.mask_source, sam_model=cfg.sam_model, sam_checkpoint=cfg.sam_checkpoint,
+                                 sam_input=getattr(cfg, "sam_input", "rgb"))
         if cfg.clip_pretrained is not None:
             from splatseg.semantics.clip import ClipEncoder
 
