@@ -76,8 +76,12 @@ def main() -> None:
             maps = seg.full_relevancy(images, PHRASES[q % len(PHRASES)])
             index.scores_from_maps(maps)
             full.append(time.perf_counter() - t0)
-        c, d, f = statistics.median(cached), statistics.median(decode), statistics.median(full)
-        print(f"{size:6} {image_side:15.2f}s {c:12.3f}s {d:13.3f}s {c - d:6.3f}s {f:10.2f}s {f / c:6.1f}x")
+        c, d = statistics.median(cached), statistics.median(decode)
+        if full:
+            f = statistics.median(full)
+            print(f"{size:6} {image_side:15.2f}s {c:12.3f}s {d:13.3f}s {c - d:6.3f}s {f:10.2f}s {f / c:6.1f}x")
+        else:  # --full-queries 0: the cached path alone
+            print(f"{size:6} {image_side:15.2f}s {c:12.3f}s {d:13.3f}s {c - d:6.3f}s {'-':>11} {'-':>7}")
 
 
 if __name__ == "__main__":
