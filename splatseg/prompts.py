@@ -17,7 +17,6 @@ import numpy as np
 import tyro
 
 from splatseg.query import (
-    CANONICAL_NEGATIVES,
     DEFAULT_THRESHOLD,
     Click,
     Granularity,
@@ -30,7 +29,6 @@ from splatseg.query import (
     pick_query,
     pixel_feature,
     query_for_point,
-    select_by_text,
 )
 from splatseg.run import Field
 
@@ -53,7 +51,9 @@ class Prompts:
     negative_point: PointArg = field(default_factory=list)
     """Negative 3D point X Y Z: removes the part whose surface is nearest to it."""
     text: str | None = None
-    """A sentence instead of clicks and points (needs a run trained with --clip-pretrained)."""
+    """A sentence instead of clicks and points: answered by CLIPSeg when the run was trained with
+    --clipseg (relevancy lifted through the blend weights), else by the queries' CLIP vectors when it
+    was trained with --clip-pretrained; refused when it has neither."""
     granularity: Granularity = "whole"
     """'whole' selects the object under the prompt, 'part' the part of it."""
     threshold: float = DEFAULT_THRESHOLD
@@ -147,9 +147,12 @@ def select(fld: Field, prompts: Prompts, surface: SurfaceIndex | None = None, pi
     `surface` (built from the run's splats) is made on demand for point prompts, `picking` for
     clicks (from `splats`, the run's splats in its cameras' frame, when the caller has them)."""
     prompts.check()
-    if prompts.text is not None:
-        emb = run_text_encoder(fld).encode_text([prompts.text, *CANONICAL_NEGATIVES])
-        return select_by_text(fld, np.asarray(emb[0]), np.asarray(emb[1:]), prompts.threshold)
+    if prompts.text is not None:  # CLIPSeg when the run has its cache, else CLIP per query (splatseg.text_query)
+        from splatseg.text_query import TextPrompter
+
+        answer = TextPrompter(fld).select(prompts.text, prompts.threshold)
+        answer.selection.text_backend = answer.backend
+        return answer.selection
     from splatseg.data.undistort import photo_pixels_to_run  # distorted photos: their pixels -> the run's
 
     undistortion = fld.info.get("undistortion")

@@ -81,6 +81,7 @@ class Selection:
     scores: np.ndarray
     queries: list[int] = field(default_factory=list)
     negative_queries: list[int] = field(default_factory=list)
+    text_backend: str | None = None  # for text prompts: "clipseg" or "clip" (splatseg.text_query)
 
     @property
     def count(self) -> int:

@@ -17,6 +17,9 @@ Layout of RUN/:
                  visibility [N] float32 (sum of blend weights over training views); run_id
     views.npz    names [V] str, maps [V, h, w, D] float16 rendered feature maps of every scene view
                  (training and held-out) at the training resolution; image_sizes [V, 2] (W, H); run_id
+    clipseg.npz  (with `train --clipseg`) CLIPSeg's image side of every training view and the blend
+                 weights its relevancy is lifted through; run.json `clipseg` names the weights
+                 (`splatseg.text_query` documents the keys); run_id
     ckpt.pt      training state for resuming (`splatseg.io.checkpoint`: tensors and plain containers)
 
 What a run guarantees (checked by `load_field`, one `RunError` line otherwise):
@@ -54,6 +57,8 @@ from splatseg.io.npz import NpzError, open_npz
 RUN_VERSION = 2
 """2: run ids in every file and the splats stat record (version 1 runs must be retrained)."""
 RUN_FILES = ("run.json", "field.npz", "views.npz")
+OPTIONAL_RUN_FILES = ("clipseg.npz",)
+"""Files only some runs have; a retrain that does not write one removes the previous run's copy."""
 CKPT_NAME = "ckpt.pt"
 STAGING_PREFIX = ".staging-"
 FIELD_KEYS = ("features", "queries", "query_bias", "lifted", "query_size", "visibility")
@@ -160,10 +165,17 @@ def remove_stale_staging(run_dir: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def write_run(run_dir: Path, info: dict, field_arrays: dict[str, np.ndarray], view_arrays: dict[str, np.ndarray]) -> str:
+def write_run(run_dir: Path, info: dict, field_arrays: dict[str, np.ndarray], view_arrays: dict[str, np.ndarray],
+              extra_files: dict[str, dict[str, np.ndarray]] | None = None) -> str:
     """Writes RUN/{field.npz, views.npz, run.json} as one unit (module docstring) and returns the
     new run id. `info` must hold the `splats_record` keys; `version` and `run_id` are added here.
+    `extra_files` ({name in OPTIONAL_RUN_FILES: arrays}) are written in the same unit, with the run
+    id; optional files of a previous run that this one does not write are removed.
     On any error nothing in `run_dir` changes (the staging folder is removed)."""
+    extra_files = dict(extra_files or {})
+    unknown = [name for name in extra_files if name not in OPTIONAL_RUN_FILES]
+    if unknown:
+        raise ValueError(f"write_run: unknown run file {unknown[0]!r} (known optional files: {', '.join(OPTIONAL_RUN_FILES)})")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(run_dir)
@@ -173,9 +185,14 @@ def write_run(run_dir: Path, info: dict, field_arrays: dict[str, np.ndarray], vi
         stamp = np.array(run_id)
         save_npz(stage / "field.npz", **field_arrays, run_id=stamp)
         save_npz(stage / "views.npz", **view_arrays, run_id=stamp)
+        for name, arrays in extra_files.items():
+            save_npz(stage / name, **arrays, run_id=stamp)
         write_json(stage / "run.json", {**info, "version": RUN_VERSION, "run_id": run_id})
-        for name in ("views.npz", "field.npz", "run.json"):  # run.json last: it names the complete set
+        for name in (*extra_files, "views.npz", "field.npz", "run.json"):  # run.json last: it names the complete set
             os.replace(stage / name, run_dir / name)
+        for name in OPTIONAL_RUN_FILES:  # a stale copy would carry another run id: never read, but misleading
+            if name not in extra_files and (run_dir / name).is_file():
+                (run_dir / name).unlink()
         _fsync_dir(run_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -341,7 +358,7 @@ def run_inputs(fld: Field) -> list[tuple[Path, str]]:
     """(path, description) of every file the run reads: its splats file, its own files and, when
     the scene still loads, the scene's images."""
     inputs = [(fld.splats_path, "the run's splats file")]
-    inputs += [(fld.run_dir / name, f"the run's {name}") for name in (*RUN_FILES, CKPT_NAME)]
+    inputs += [(fld.run_dir / name, f"the run's {name}") for name in (*RUN_FILES, *OPTIONAL_RUN_FILES, CKPT_NAME)]
     try:
         from splatseg.data import load_scene
 
@@ -371,7 +388,7 @@ def refuse_training_over_inputs(out: Path, splats_path: Path, image_paths, segme
     """RunError if a file `train` writes into `out` (run files, ckpt.pt) is one of its inputs."""
     inputs = [(Path(splats_path), "the splats file"), *((Path(p), "one of the scene's images") for p in image_paths),
               *((Path(p), "a segments file") for p in segment_files)]
-    for name in (*RUN_FILES, CKPT_NAME):
+    for name in (*RUN_FILES, *OPTIONAL_RUN_FILES, CKPT_NAME):
         refuse_writing_over(Path(out) / name, inputs)
 
 

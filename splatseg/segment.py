@@ -51,6 +51,10 @@ def run_segment(cfg: SegmentConfig) -> dict:
     result = export_selection(fld.splats_path, mask, cfg.out, extra)
     summary = {"selected": result.count, "total": fld.num_gaussians, "queries": sel.queries, "out": str(cfg.out),
                "format": result.format, "seconds": round(time.time() - t0, 3)}
+    if sel.text_backend is not None:
+        summary["text_backend"] = sel.text_backend
+        print(f"text: answered by {'CLIPSeg relevancy lifted through the blend weights' if sel.text_backend == 'clipseg' else 'the queries CLIP vectors'}",
+              flush=True)
     if result.notes:
         summary["notes"] = result.notes
     return summary

@@ -44,11 +44,11 @@ class SegmentEncoder(Protocol):
 
 
 def make_source(config: SourceConfig | Literal["felzenszwalb", "sam"] | None = None, *, sam_model: str | None = None,
-                sam_checkpoint: str | os.PathLike | None = None, **kwargs) -> SegmentSource:
+                sam_checkpoint: str | os.PathLike | None = None, sam_input: str | None = None, **kwargs) -> SegmentSource:
     """A mask source from a config dataclass, or from a name plus that config's fields as kwargs
     (e.g. `make_source("sam", model_type="vit_b", checkpoint=path)`). None = the weights-free default.
-    `sam_model` / `sam_checkpoint` (CLI flags) set SamConfig.model_type / checkpoint and are ignored
-    by the felzenszwalb source, so a CLI can always pass them."""
+    `sam_model` / `sam_checkpoint` / `sam_input` (CLI flags) set SamConfig.model_type / checkpoint /
+    sam_input and are ignored by the felzenszwalb source, so a CLI can always pass them."""
     if config is None or config == "felzenszwalb":
         return FelzenszwalbSource(FelzenszwalbConfig(**kwargs))
     if config == "sam":
@@ -56,6 +56,8 @@ def make_source(config: SourceConfig | Literal["felzenszwalb", "sam"] | None = N
             kwargs["model_type"] = sam_model
         if sam_checkpoint is not None:
             kwargs["checkpoint"] = Path(sam_checkpoint)
+        if sam_input is not None:
+            kwargs["sam_input"] = sam_input
         return SamSource(SamConfig(**kwargs))
     if kwargs:
         raise TypeError("pass either a config dataclass or a source name with keyword arguments, not both")

@@ -13,6 +13,17 @@ so every level covers as much of the image as the masks allow; a non-leaf never 
 level, so a finer level can leave -1 where an object's parts do not cover it. Within a level larger
 masks are painted first and smaller ones overwrite them; what is left of a mask with fewer than
 `min_segment_fraction` of the image's pixels is dropped.
+
+What SAM sees (`sam_input`, Segment-Any-RGBD's idea): "rgb" the photo; "depth" the splats' rendered
+depth colour-mapped (`depth_colormap.colorize_depth`: plasma of normalised inverse depth), so geometry
+rather than texture decides the masks (a textured table stays one mask); "both" runs SAM on each and
+merges the two flat mask lists before the levels are built (`merge_mask_sets`): a mask from one
+input whose IoU with a mask from the other is at least `merge_iou` is the same segment seen twice,
+and only the one with the higher predicted IoU is kept; every other mask of either input is kept.
+The containment forest then nests them: a depth mask (a whole object, bounded by depth edges)
+becomes the parent of the colour masks inside it (its parts), and a colour mask that no depth
+mask holds (a flat poster on a wall) stays a root. "depth" and "both" need the geometry the
+training stage renders; the model string gains "+depth" / "+rgbd".
 """
 
 from __future__ import annotations
@@ -65,14 +76,22 @@ class SamConfig:
     """Visible remainders smaller than this fraction of the image's pixels are dropped (-1)."""
     device: str = "auto"
     """Torch device for SAM: "auto" (cuda if available), "cpu", "cuda", "cuda:1", ..."""
+    sam_input: Literal["rgb", "depth", "both"] = "rgb"
+    """What SAM segments: the photo ('rgb'), the splats' rendered depth colour-mapped as
+    Segment-Any-RGBD does ('depth'), or both, merged into the levels (module docstring)."""
+    merge_iou: float = 0.8
+    """With sam_input 'both': masks of the two inputs overlapping at least this IoU are one segment."""
 
     def model_name(self, with_geometry: bool = False) -> str:
-        """The `model` string written to the cache."""
-        return f"sam-{self.model_type}" + _digest(self)
+        """The `model` string written to the cache ("sam-vit_h", "sam-vit_h+depth", "sam-vit_h+rgbd", ...)."""
+        suffix = {"rgb": "", "depth": "+depth", "both": "+rgbd"}[self.sam_input]
+        return f"sam-{self.model_type}{suffix}" + _digest(self)
 
 
 def _digest(cfg: SamConfig) -> str:
-    ignore = {"checkpoint", "device", "points_per_batch", "model_type"}
+    ignore = {"checkpoint", "device", "points_per_batch", "model_type", "sam_input"}
+    if cfg.sam_input != "both":
+        ignore.add("merge_iou")
     default = SamConfig()
     changed = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ignore and getattr(cfg, f.name) != getattr(default, f.name)}
     if not changed:
@@ -148,7 +167,8 @@ def resolve_device(device: str = "auto") -> str:
 
 
 class SamSource:
-    """Callable mask source: `source(rgb, geometry=None) -> Segments` (geometry is ignored).
+    """Callable mask source: `source(rgb, geometry=None) -> Segments`; geometry (the splats' rendered
+    depth and opacity) is needed with sam_input 'depth' or 'both' and ignored with 'rgb'.
 
     `model` may be a ready `Sam` (tests pass a tiny random one); otherwise it is loaded on first use.
     """
@@ -157,6 +177,10 @@ class SamSource:
         self.config = config or SamConfig()
         if not 1 <= self.config.num_levels:
             raise SegmentsError(f"SAM num_levels must be >= 1, got {self.config.num_levels}")
+        if self.config.sam_input not in ("rgb", "depth", "both"):
+            raise SegmentsError(f"unknown --sam-input {self.config.sam_input!r}; choose rgb, depth or both")
+        if not 0.0 < self.config.merge_iou <= 1.0:
+            raise SegmentsError(f"SAM merge_iou must lie in (0, 1], got {self.config.merge_iou}")
         self._model = model
         self._generator = None
 
@@ -183,22 +207,73 @@ class SamSource:
             )
         return self._generator
 
+    @property
+    def needs_geometry(self) -> bool:
+        """True when SAM is given the rendered depth (sam_input 'depth' or 'both')."""
+        return self.config.sam_input != "rgb"
+
+    def generate(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SAM's automatic masks of one uint8 [H, W, 3] RGB image: (bool [N, H, W], predicted IoU float32 [N])."""
+        anns = self.generator.generate(np.ascontiguousarray(image))
+        H, W = image.shape[:2]
+        if not anns:
+            return np.zeros((0, H, W), bool), np.zeros(0, np.float32)
+        return (np.stack([np.asarray(a["segmentation"], bool) for a in anns]),
+                np.array([a["predicted_iou"] for a in anns], np.float32))
+
     def __call__(self, rgb: np.ndarray, geometry: Geometry | None = None) -> Segments:
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise SegmentsError(
                 f"SAM expects an RGB image as uint8 [H, W, 3], got {getattr(rgb, 'dtype', type(rgb))} {getattr(rgb, 'shape', '')}"
             )
-        anns = self.generator.generate(np.ascontiguousarray(rgb))
         H, W = rgb.shape[:2]
-        if anns:
-            masks = np.stack([np.asarray(a["segmentation"], bool) for a in anns])
-            scores = np.array([a["predicted_iou"] for a in anns], np.float32)
+        mode = self.config.sam_input
+        if mode != "rgb":
+            if geometry is None:
+                raise SegmentsError(f"--sam-input {mode} needs the splats' rendered depth for each view; none was given")
+            geometry.check((H, W))
+            from splatseg.segments.depth_colormap import colorize_depth
+
+            depth_masks, depth_scores = self.generate(colorize_depth(geometry))
+        if mode == "rgb":
+            masks, scores = self.generate(rgb)
+        elif mode == "depth":
+            masks, scores = depth_masks, depth_scores
         else:
-            masks = np.zeros((0, H, W), bool)
-            scores = np.zeros(0, np.float32)
+            masks, scores = merge_mask_sets((depth_masks, depth_scores), self.generate(rgb), self.config.merge_iou)
         min_pixels = max(1, int(np.ceil(self.config.min_segment_fraction * H * W)))
         segmaps, seg_scores = masks_to_levels(masks, scores, self.config.num_levels, self.config.containment, min_pixels)
         return Segments(segmaps=segmaps, scores=seg_scores, model=self.model_name())
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float64 [Na, Nb] IoU between the bool masks a [Na, H, W] and b [Nb, H, W]."""
+    fa = a.reshape(a.shape[0], -1).astype(np.float32)
+    fb = b.reshape(b.shape[0], -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float64)
+
+
+def merge_mask_sets(first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray],
+                    merge_iou: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Two flat mask lists (bool [N, H, W], scores [N]) -> one list (module docstring, "both"): a
+    pair across the lists with IoU >= merge_iou is one segment, and the mask with the lower score of
+    that pair is dropped (ties keep `first`'s); all other masks of both lists are kept, `first`'s first."""
+    (ma, sa), (mb, sb) = first, second
+    ma, mb = np.asarray(ma, bool), np.asarray(mb, bool)
+    sa, sb = np.asarray(sa, np.float32), np.asarray(sb, np.float32)
+    keep_a, keep_b = np.ones(len(ma), bool), np.ones(len(mb), bool)
+    if len(ma) and len(mb):
+        iou = mask_iou(ma, mb)
+        for i, j in zip(*np.nonzero(iou >= merge_iou)):
+            if keep_a[i] and keep_b[j]:
+                if sb[j] > sa[i]:
+                    keep_a[i] = False
+                else:
+                    keep_b[j] = False
+    masks = np.concatenate([ma[keep_a], mb[keep_b]]) if len(ma) + len(mb) else ma
+    return masks, np.concatenate([sa[keep_a], sb[keep_b]]).astype(np.float32)
 
 
 def mask_hierarchy(masks: np.ndarray, containment: float = 0.9) -> np.ndarray:

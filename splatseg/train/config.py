@@ -62,6 +62,10 @@ class TrainConfig:
     """SAM backbone (with --mask-source sam)."""
     sam_checkpoint: Path | None = None
     """Local SAM checkpoint; without it the official one is fetched into ~/.cache/splatseg/sam."""
+    sam_input: Literal["rgb", "depth", "both"] = "rgb"
+    """What SAM segments (with --mask-source sam): the photo ('rgb'), the splats' rendered depth
+    colour-mapped as Segment-Any-RGBD does ('depth': geometry, not texture, decides segments), or
+    'both' merged into the levels (depth masks become the wholes, colour masks their parts)."""
     clip_model: str = "ViT-B-16"
     """open_clip architecture for per-segment embeddings (text prompts)."""
     clip_pretrained: str | None = None
@@ -72,6 +76,14 @@ class TrainConfig:
     splatseg installed): 'local' (what `--ray` alone means) starts a Ray instance on this machine;
     any other value is ray.init's address ('auto': the cluster this node belongs to,
     'ray://HEAD:10001': a remote one). The cache written is the same as without it."""
+    clipseg: str | None = None
+    """CLIPSeg weights for text prompts (transformers CLIPSegForImageSegmentation): a local folder
+    (save_pretrained layout) or a hub name such as CIDAS/clipseg-rd64-refined when online. Its
+    image side runs once per training view and is cached in RUN/clipseg.npz; `segment --text` and
+    the viewer's text box then run only its text encoder and decoder."""
+    clipseg_lift_side: int = 64
+    """Longest side of the views through whose blend weights CLIPSeg's relevancy is lifted (stored in
+    RUN/clipseg.npz; CLIPSeg itself sees 22 x 22 patches, so 64 px loses little)."""
     segment_max_side: int = 512
     """Longest image side at which segments are computed (images are downscaled to it)."""
 

@@ -35,8 +35,8 @@ def _worker_tools(source_spec: tuple, clip_spec: tuple | None):
 
     key = (source_spec, clip_spec)
     if key not in _WORKER_STATE:
-        mask_source, sam_model, sam_checkpoint = source_spec
-        source = make_source(mask_source, sam_model=sam_model, sam_checkpoint=sam_checkpoint)
+        mask_source, sam_model, sam_checkpoint, sam_input = source_spec
+        source = make_source(mask_source, sam_model=sam_model, sam_checkpoint=sam_checkpoint, sam_input=sam_input)
         encoder = None
         if clip_spec is not None:
             from splatseg.semantics.clip import ClipEncoder

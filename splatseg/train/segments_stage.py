@@ -2,7 +2,8 @@
 
 Views whose `segments/<stem>.npz` exists (computed earlier, or imported from another tool) are
 used as they are; the others are computed with the configured source. The weights-free source
-also gets the splats' rendered depth and opacity for each view (geometry edges).
+and SAM with --sam-input depth|both also get the splats' rendered depth and opacity for each view
+(geometry edges; SAM sees the depth colour-mapped).
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def render_geometry(params: dict, cameras: Cameras, i: int) -> Geometry:
     return Geometry(depth=out.depths[0, ..., 0].cpu().numpy(), alpha=out.alphas[0, ..., 0].cpu().numpy(), K=cameras.Ks[i].astype(np.float32))
 
 
-def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path, views: list[int] | None = None) -> dict:
+def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path, views: list[int] | None = None, source=None) -> dict:
     """Computes the missing segments of `views` (default: every view). Without `views`, returns
     {"model", "embedding_model", "clip_has_weights"} read from the cache (the producers recorded in
-    the first view's file); with `views` (one rank's share under torchrun), returns {}."""
+    the first view's file); with `views` (one rank's share under torchrun), returns {}. `source`: a
+    ready mask source instead of the one `cfg` names (scripts pass a SAM with a tiny random model)."""
     cams = scene.cameras
     wanted = range(len(cams)) if views is None else views
     missing = [i for i in wanted if not (seg_dir / f"{cams.names[i]}.npz").exists()]
@@ -44,20 +46,23 @@ def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path, views: lis
         factor = max(1.0, float(max(cams.widths.max(), cams.heights.max())) / cfg.segment_max_side)
         seg_cams = cams.downscaled(factor)
         params = splats.torch_params()
-        needs_geometry = cfg.mask_source == "felzenszwalb"
+        sam_input = getattr(cfg, "sam_input", "rgb")
         ray_address = getattr(cfg, "ray", None)
-        if ray_address is not None:  # Ray tasks write the same files (splatseg.train.segments_ray)
+        if ray_address is not None and source is None:  # Ray tasks write the same files (splatseg.train.segments_ray)
             from splatseg.train.segments_ray import compute_segments_ray
 
+            needs_geometry = cfg.mask_source == "felzenszwalb" or (cfg.mask_source == "sam" and sam_input != "rgb")
             clip_spec = None if cfg.clip_pretrained is None else (cfg.clip_model, cfg.clip_pretrained)
             compute_segments_ray(ray_address, cams.names, cams.image_paths, seg_cams, missing, params, needs_geometry, seg_dir,
-                                 (cfg.mask_source, cfg.sam_model, cfg.sam_checkpoint), clip_spec, progress=cfg.progress)
+                                 (cfg.mask_source, cfg.sam_model, cfg.sam_checkpoint, sam_input), clip_spec, progress=cfg.progress)
             missing = []
-        source = make_source(cfg.mask_source, sam_model=cfg.sam_model, sam_checkpoint=cfg.sam_checkpoint)
+        if source is None and missing:
+            source = make_source(cfg.mask_source, sam_model=cfg.sam_model, sam_checkpoint=cfg.sam_checkpoint, sam_input=sam_input)
         if cfg.clip_pretrained is not None and missing:
             from splatseg.semantics.clip import ClipEncoder
 
             encoder = ClipEncoder(cfg.clip_model, cfg.clip_pretrained)
+        needs_geometry = cfg.mask_source == "felzenszwalb" or bool(getattr(source, "needs_geometry", False))
 
         def images():
             for i in missing:

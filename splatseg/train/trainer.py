@@ -256,6 +256,11 @@ def _train(cfg: TrainConfig, device: torch.device, dist: Dist) -> Path:
     identity = _run_identity(cfg, splats_rec["splats_sha256"], n, [scene.cameras.names[i] for i in train_idx])
     identity["splats_transform"] = None if placed.transform is None else placed.transform["world_from_splats"]
     resume = claim_run_dir(out, identity, cfg.as_json(), cfg.overwrite)  # before the slow segments: fail fast
+    clipseg = None
+    if cfg.clipseg is not None:  # loaded before the slow stages: missing weights fail in one line at once
+        from splatseg.semantics.clipseg import ClipSeg
+
+        clipseg = ClipSeg.load(cfg.clipseg, device=str(device))
     if dist.active and cfg.ray is None:  # each rank computes its share of the missing files, then all read them
         ensure_segments(scene, splats, cfg, seg_dir, views=dist.shard(list(range(len(scene.cameras)))))
         dist.barrier()
@@ -369,6 +374,14 @@ def _train(cfg: TrainConfig, device: torch.device, dist: Dist) -> Path:
     view_arrays = {"names": np.array(scene.cameras.names), "maps": np.stack(maps),
                    "image_sizes": np.stack([scene.cameras.widths, scene.cameras.heights], 1),
                    "viewmats": scene.cameras.viewmats.astype(np.float32), "Ks": scene.cameras.Ks.astype(np.float32)}
+    extra_files, clipseg_record = {}, None
+    if clipseg is not None:
+        from splatseg.train.clipseg_stage import clipseg_arrays
+
+        t_clipseg = time.time()
+        extra_files["clipseg.npz"], clipseg_record = clipseg_arrays(clipseg, scene.cameras, train_idx, params, cfg.clipseg_lift_side,
+                                                                    progress=cfg.progress)
+        clipseg_record["seconds"] = round(time.time() - t_clipseg, 2)
     verify_splats(splats_rec, out)  # still the file trained on: not replaced while training
     info = {
         "scene": str(Path(scene.root).resolve()),
@@ -396,7 +409,9 @@ def _train(cfg: TrainConfig, device: torch.device, dist: Dist) -> Path:
         "distributed": dist.info(),
         **ply_only_info,
     }
-    write_run(out, info, arrays, view_arrays)
+    if clipseg_record is not None:
+        info["clipseg"] = clipseg_record
+    write_run(out, info, arrays, view_arrays, extra_files)
     write_config_yml(out, cfg, "train")  # with the finished run: a failed one leaves no file behind
     dist.barrier()
     return out

@@ -27,7 +27,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
-    at_least_one = ("feature_dim", "num_queries", "iterations", "train_max_side", "segment_max_side", "checkpoint_every")
+    if cfg.sam_input != "rgb" and cfg.mask_source != "sam":
+        raise ValueError(f"--sam-input {cfg.sam_input} applies to SAM's masks; add --mask-source sam (or leave --sam-input out)")
+    if cfg.clipseg is not None and str(cfg.clipseg).strip() == "":
+        raise ValueError("--clipseg must name a CLIPSeg folder or hub name (got '')")
+    at_least_one = ("feature_dim", "clipseg_lift_side", "num_queries", "iterations", "train_max_side", "segment_max_side", "checkpoint_every")
     for name in at_least_one:
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:

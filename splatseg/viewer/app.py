@@ -59,6 +59,7 @@ from splatseg.mesh_command import mesh_mask
 from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, Selection
 from splatseg.run import Field, load_field, refuse_writing_over, run_inputs
 from splatseg.semantics.clip import SemanticsError
+from splatseg.text_query import TextPrompter, require_text_backend
 from splatseg.viewer.camera import look_distance, pose_from_camera, scene_up
 from splatseg.viewer.config import ViewerConfig
 from splatseg.viewer.decoder_mode import MASK_CHOICES, DecoderTab
@@ -141,6 +142,7 @@ class ViewerApp:
         self._tabs_lock = threading.Lock()
         self._clip = None
         self._clip_lock = threading.Lock()
+        self._text = TextPrompter(self.field)
 
         self.initial_view: str | None = None
 
@@ -190,15 +192,22 @@ class ViewerApp:
         return result
 
     def select_text(self, client_id: int, phrase: str) -> Selection:
-        """Selects the best match of a text phrase in one tab; QueryError without CLIP weights."""
-        if not self.field.clip_has_weights:
-            raise QueryError("text prompts need CLIP embeddings from real weights; this run was trained without them (retrain with --clip-pretrained)")
+        """Selects what a text phrase names in one tab, with CLIPSeg when the run has its cache, else
+        with the queries' CLIP vectors (`splatseg.text_query`); QueryError (one line) with neither.
+        The selection's `text_backend` says which answered."""
+        backend = require_text_backend(self.field)
         tab = self._tab(client_id)
         phrase = phrase.strip()
         if not phrase:
             raise QueryError("type a phrase first")
-        emb = self._text_embeddings([phrase, *CANONICAL_NEGATIVES])
-        sel = tab.session.set_text(phrase, emb[0], emb[1:])
+        if backend == "clipseg":
+            with self._clip_lock:  # one CLIPSeg and one index for every tab
+                scores = self._text.clipseg_scores(phrase)
+            sel = tab.session.set_selection(Selection(mask=scores > tab.session.threshold, scores=scores), f'text "{phrase}" (CLIPSeg)')
+        else:
+            emb = self._text_embeddings([phrase, *CANONICAL_NEGATIVES])
+            sel = tab.session.set_text(phrase, emb[0], emb[1:])
+        sel.text_backend = backend
         self._show(tab)
         return sel
 
@@ -354,9 +363,11 @@ class ViewerApp:
         with gui.add_folder("Text prompt"):
             g["text"] = gui.add_text("Phrase", "", hint="e.g. 'a blue mug'")
             g["text_go"] = gui.add_button("Select by text", icon=viser.Icon.SEARCH)
-            if not self.field.clip_has_weights:
-                gui.add_markdown("_This run has no CLIP weights: text prompts are unavailable "
-                                 "(train with `--clip-pretrained`)._")
+            if self._text.backend is None:
+                gui.add_markdown("_This run has no CLIPSeg or CLIP weights: text prompts are unavailable "
+                                 "(train with `--clipseg PATH` or `--clip-pretrained`)._")
+            else:
+                gui.add_markdown(f"_Text is answered by {self._text.describe()}._")
         with gui.add_folder("Server render"):
             g["overlay"] = gui.add_dropdown("Overlay", OVERLAY_MODES, initial_value="off",
                                             hint="render the selection mask or the feature map (PCA colours) on the server")
@@ -424,8 +435,9 @@ class ViewerApp:
 
     def _text_from_gui(self, tab: TabState) -> None:
         note = None
-        if self.field.clip_has_weights and self._clip is None:
-            note = tab.client.add_notification("Text prompt", "Loading the CLIP text encoder...", loading=True, with_close_button=False)
+        if (self._text.backend == "clip" and self._clip is None) or (self._text.backend == "clipseg" and self._text._index is None):
+            what = "CLIPSeg" if self._text.backend == "clipseg" else "the CLIP text encoder"
+            note = tab.client.add_notification("Text prompt", f"Loading {what}...", loading=True, with_close_button=False)
         try:
             self.select_text(tab.client.client_id, tab.gui["text"].value)
         finally:
