@@ -21,7 +21,7 @@ from splatseg.metrics import iou
 from splatseg.run import load_field
 from splatseg.types import Splats
 
-TRAIN_FLAGS = ["--iterations", "300", "--no-progress", "--virtual.num-views", "12"]
+TRAIN_FLAGS = ["--iterations", "300", "--no-progress", "--virtual.num-views", "12", "--virtual.max-side", "160"]
 
 
 def run_cli(args) -> tuple[int, str, str]:
