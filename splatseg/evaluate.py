@@ -84,9 +84,8 @@ def evaluate_one_click_per_object(scene_dir: Path, run_dir: Path, threshold: flo
     fld = load_field(run_dir)
     cams = load_scene(scene_dir).cameras
     params = splats_in_world(fld.splats_path, fld.info.get("splats_transform")).torch_params()
-    train_names, heldout_names = split if split is not None else (fld.info["train_views"], fld.info["heldout_views"])
-    heldout = [cams.names.index(n) for n in heldout_names]
-    train_views = [cams.names.index(n) for n in train_names]
+    heldout = [cams.names.index(n) for n in fld.info["heldout_views"]]
+    train_views = [cams.names.index(n) for n in fld.info["train_views"]]
     gt_maps = {i: gt.view_labels(cams.names[i])[0] for i in range(len(cams))}
     results, selections = [], {}
     for oid, name in enumerate(gt.object_names):

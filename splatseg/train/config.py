@@ -75,7 +75,9 @@ class TrainConfig:
     """Compute the missing segments as Ray tasks, one per image (needs the `ray` extra; workers need
     splatseg installed): 'local' (what `--ray` alone means) starts a Ray instance on this machine;
     any other value is ray.init's address ('auto': the cluster this node belongs to,
-    'ray://HEAD:10001': a remote one). The cache written is the same as without it."""
+    'ray://HEAD:10001': a remote one). The cache written is the same as without it. Ray's services
+    listen on this machine's network address, not loopback (Ray resolves localhost to it), and Ray
+    has no authentication: use it on a trusted network only."""
     clipseg: str | None = None
     """CLIPSeg weights for text prompts (transformers CLIPSegForImageSegmentation): a local folder
     (save_pretrained layout) or a hub name such as CIDAS/clipseg-rd64-refined when online. Its
