@@ -353,3 +353,30 @@ def test_discover_ties_in_size_take_the_lowest_index():
     lifted[14, :60] = 200
     found = discover_objects(field(lifted, query_size=sizes))
     assert [k for k, _ in found] == [11]
+
+
+def sparse_line_scene(top: float | None = None) -> SurfaceIndex:
+    """Five surface Gaussians on the x axis at 0..4: spacing 3 (the median 4th-neighbour distance),
+    so the 1.5 x spacing hit radius (4.5) reaches far beyond the bounds' margin (0.196); a transparent
+    Gaussian at height `top` stretches the bounds upward."""
+    means, opacities = line(np.arange(5.0)), np.full(5, 0.9)
+    if top is not None:
+        means, opacities = np.concatenate([means, [[2.0, 0.0, top]]]), np.concatenate([opacities, [0.0]])
+    index = SurfaceIndex.build(means, opacities)
+    assert index.spacing == pytest.approx(3.0) and SNAP_TOLERANCE * index.size < 0.2
+    return index
+
+
+def test_enclosure_from_a_corner_of_the_bounds_counts_its_first_sample():
+    # the corners are in the (closed) bounds and within the hit radius of a surface: every ray meets it there
+    index = sparse_line_scene()
+    assert index.enclosure(index.lo.copy()) == 1.0
+    assert index.enclosure(index.hi.copy()) == 1.0
+
+
+def test_enclosure_ignores_what_a_ray_passes_outside_the_bounds():
+    # 10 above the line, in a slab only 0.39 thick in y: a ray can come within 4.5 of the line only
+    # after leaving the slab unless it runs almost in the plane y = 0 (about 0.5% of the directions);
+    # counted outside the bounds as well, about 8% would meet it
+    index = sparse_line_scene(top=20.0)
+    assert index.enclosure(np.array([2.0, 0.0, 10.0]), directions=512) < 0.02
