@@ -380,3 +380,23 @@ def test_enclosure_ignores_what_a_ray_passes_outside_the_bounds():
     # counted outside the bounds as well, about 8% would meet it
     index = sparse_line_scene(top=20.0)
     assert index.enclosure(np.array([2.0, 0.0, 10.0]), directions=512) < 0.02
+
+
+def test_select_by_points_passes_threshold_and_tolerance_to_every_point():
+    # a line of 20 surface Gaussians (size 18.6) and a transparent one above it that widens the bounds;
+    # query 0 = the line (240 on its first 15, 200 on the rest), query 1 = its first half (250)
+    pts = np.concatenate([line(np.arange(20.0)), [[0.0, 0.0, 10.0]]])
+    index = SurfaceIndex.build(pts, np.concatenate([np.full(20, 0.9), [0.0]]))
+    lifted = np.zeros((2, 21), np.uint8)
+    lifted[0, :15], lifted[0, 15:20] = 240, 200
+    lifted[1, :10] = 250
+    fld = field(lifted)
+    on = Point(17.0, 0.0, 0.0)
+    assert select_by_points(fld, index, [on]).mask.sum() == 20
+    assert np.flatnonzero(select_by_points(fld, index, [on], threshold=0.9).mask).tolist() == list(range(15))
+    # a negative point 3.5 off the line: beyond the default tolerance (0.93), within 0.25 x size (4.65)
+    off = Point(2.0, 0.0, 3.5, positive=False)
+    with pytest.raises(QueryError, match="farther than"):
+        select_by_points(fld, index, [on, off])
+    sel = select_by_points(fld, index, [on, off], tolerance=0.25)
+    assert sel.negative_queries == [1] and np.flatnonzero(sel.mask).tolist() == list(range(10, 20))
