@@ -52,7 +52,7 @@ from splatseg.io.atomic import atomic_write  # noqa: E402
 from splatseg.io.formats import read_splats as load_splats  # noqa: E402
 from splatseg.metrics import iou  # noqa: E402
 from splatseg.prompts import select_clicks  # noqa: E402  (the rule segment uses)
-from splatseg.query import DEFAULT_THRESHOLD, Click, Point, SurfaceIndex, combine, pick_from_logits, select_by_clicks, select_by_points  # noqa: E402
+from splatseg.query import DEFAULT_THRESHOLD, Click, Point, SurfaceIndex, combine, pick_from_logits, select_by_points  # noqa: E402
 from splatseg.render import render  # noqa: E402
 from splatseg.run import load_field  # noqa: E402
 from splatseg.train import TrainConfig, train  # noqa: E402

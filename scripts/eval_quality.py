@@ -26,9 +26,7 @@ with `--mask-source felzenszwalb`.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -141,9 +139,9 @@ def plyonly_run(args: Args, scene: Path) -> tuple[Path, float]:
     return out, float(json.loads((out / "run.json").read_text())["seconds"])
 
 
-def point_select(scene: Path):
-    """select(fld, click) for a PLY-only run: the click's surface point (rendered depth under the
-    pixel in the scene's camera, `evaluate.surface_point`) as a --point prompt."""
+def point_select(scene: Path, fld):
+    """select(fld, click) for the PLY-only run `fld`: the click's surface point (rendered depth under
+    the pixel in the scene's camera, `evaluate.surface_point`) as a --point prompt."""
     from splatseg.data import load_scene
     from splatseg.evaluate import surface_point
     from splatseg.io.ply import read_ply
@@ -151,13 +149,11 @@ def point_select(scene: Path):
 
     cams = load_scene(scene).cameras
     params = read_ply(scene / "splats.ply").torch_params()
-    cache: dict = {}
+    surface = surface_of_run(fld)
 
-    def pick(fld, click):
-        if "surface" not in cache:
-            cache["surface"] = surface_of_run(fld)
+    def pick(f, click):
         p = surface_point(params, cams, cams.names.index(click.stem), click.x, click.y)
-        return select(fld, Prompts(point=[tuple(float(c) for c in p)]), surface=cache["surface"])
+        return select(f, Prompts(point=[tuple(float(c) for c in p)]), surface=surface)
 
     return pick
 
@@ -243,7 +239,8 @@ def main(args: Args) -> int:
         if args.ply_only:
             ply, ply_times[seed] = plyonly_run(args, scene)
             split = (fld.info["train_views"], fld.info["heldout_views"])
-            scores = score_clicks(scene, load_field(ply), point_select(scene), rules=args.rules, seed=seed, progress=args.progress, split=split)
+            ply_fld = load_field(ply)
+            scores = score_clicks(scene, ply_fld, point_select(scene, ply_fld), rules=args.rules, seed=seed, progress=args.progress, split=split)
             theirs = [flatten(seed, s) for s in scores]
             ply_rows += theirs
             print_seed("PLY", seed, theirs, ply_times[seed])

@@ -78,16 +78,6 @@ class Prompts:
             raise QueryError(f"--threshold must lie in [0, 1], got {self.threshold}")
 
 
-def run_text_encoder(fld: Field):
-    """The CLIP text encoder the run was trained with; QueryError when it has none."""
-    from splatseg.semantics.clip import load_text_encoder
-
-    model, pretrained = fld.info.get("clip_model_name"), fld.info.get("clip_pretrained")
-    if not fld.clip_has_weights or not model or not pretrained:
-        raise QueryError("text prompts need a run trained with CLIP weights (`splatseg train --clip-pretrained TAG`); this one has none")
-    return load_text_encoder(model, pretrained)
-
-
 def surface_of_run(fld: Field) -> SurfaceIndex:
     """The surfaces of the run's splats file in the file's own coordinates (what a splat editor
     shows; not moved by a --splats-transform), for point prompts."""

@@ -14,7 +14,7 @@ import tyro
 
 from splatseg.export import check_export_folder, export_objects, export_selection, feature_properties
 from splatseg.io.formats import output_format
-from splatseg.prompts import Prompts, run_text_encoder, select
+from splatseg.prompts import Prompts, select
 from splatseg.query import CANONICAL_NEGATIVES, DEFAULT_THRESHOLD, QueryError, discover_objects, rank_queries_by_text
 from splatseg.run import load_field, refuse_writing_over, run_inputs
 
@@ -99,6 +99,8 @@ def run_export_all(cfg: ExportAllConfig) -> dict:
         raise QueryError("no object found in the field (try a lower --threshold or --min-gaussians)")
     labels: list[str | None] = [None] * len(objects)
     if cfg.labels and fld.clip_has_weights:
+        from splatseg.text_query import run_text_encoder
+
         encoder = run_text_encoder(fld)
         label_emb = encoder.encode_text(list(cfg.labels))
         neg_emb = encoder.encode_text(list(CANONICAL_NEGATIVES))

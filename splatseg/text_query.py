@@ -51,6 +51,16 @@ from splatseg.semantics.clipseg import ClipSeg
 CLIPSEG_FILE = "clipseg.npz"
 
 
+def run_text_encoder(fld: Field):
+    """The CLIP text encoder the run was trained with; QueryError when it has none."""
+    from splatseg.semantics.clip import load_text_encoder
+
+    model, pretrained = fld.info.get("clip_model_name"), fld.info.get("clip_pretrained")
+    if not fld.clip_has_weights or not model or not pretrained:
+        raise QueryError("text prompts need a run trained with CLIP weights (`splatseg train --clip-pretrained TAG`); this one has none")
+    return load_text_encoder(model, pretrained)
+
+
 def text_backend(fld: Field) -> str | None:
     """"clipseg", "clip" or None (module docstring)."""
     if isinstance(fld.info.get("clipseg"), dict):
@@ -204,8 +214,6 @@ class TextPrompter:
 
     def clip_embeddings(self, phrase: str) -> tuple[np.ndarray, np.ndarray]:
         """(the phrase's CLIP embedding [E], the canonical negatives' [Q, E]) from the run's encoder."""
-        from splatseg.prompts import run_text_encoder
-
         emb = run_text_encoder(self.field).encode_text([phrase, *CANONICAL_NEGATIVES])
         return np.asarray(emb[0]), np.asarray(emb[1:])
 

@@ -47,11 +47,12 @@ def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path, views: lis
         seg_cams = cams.downscaled(factor)
         params = splats.torch_params()
         sam_input = getattr(cfg, "sam_input", "rgb")
+        depth_for_sam = getattr(source, "needs_geometry", False) if source is not None else (cfg.mask_source == "sam" and sam_input != "rgb")
+        needs_geometry = cfg.mask_source == "felzenszwalb" or bool(depth_for_sam)
         ray_address = getattr(cfg, "ray", None)
         if ray_address is not None and source is None:  # Ray tasks write the same files (splatseg.train.segments_ray)
             from splatseg.train.segments_ray import compute_segments_ray
 
-            needs_geometry = cfg.mask_source == "felzenszwalb" or (cfg.mask_source == "sam" and sam_input != "rgb")
             clip_spec = None if cfg.clip_pretrained is None else (cfg.clip_model, cfg.clip_pretrained)
             compute_segments_ray(ray_address, cams.names, cams.image_paths, seg_cams, missing, params, needs_geometry, seg_dir,
                                  (cfg.mask_source, cfg.sam_model, cfg.sam_checkpoint, sam_input), clip_spec, progress=cfg.progress)
@@ -62,7 +63,6 @@ def ensure_segments(scene: Scene, splats: Splats, cfg, seg_dir: Path, views: lis
             from splatseg.semantics.clip import ClipEncoder
 
             encoder = ClipEncoder(cfg.clip_model, cfg.clip_pretrained)
-        needs_geometry = cfg.mask_source == "felzenszwalb" or bool(getattr(source, "needs_geometry", False))
 
         def images():
             for i in missing:
