@@ -1,8 +1,9 @@
 """Benchmark: click -> selection latency against N, and training time per iteration.
 
 Clicks: a field with K queries and N Gaussians (random lifted scores, 8 views of feature maps);
-each click reads the feature under it, picks a query and thresholds that query's N scores
-(`splatseg.query.select_by_clicks`, the code `segment` and the viewer run).
+each click reads the feature under it, picks a query, thresholds that query's N scores and applies
+the large-splat rule to N stored footprints (`splatseg.query.select_by_clicks`, the code `segment`
+and the viewer run).
 Training: the demo's scene (generated once into a temporary directory, noisy ground-truth
 segments so no segmentation time is counted), per-iteration time of the training step at the
 default settings, and the projected time of a default-length run.
@@ -50,7 +51,8 @@ def random_field(n: int, k: int, d: int = 16, views: int = 8, seed: int = 0) -> 
         run_dir=Path("."), info={"num_gaussians": n}, features=np.zeros((1, d), np.float32),
         queries=rng.normal(size=(k, d)).astype(np.float32), query_bias=np.zeros(k, np.float32), query_clip=None,
         lifted=rng.integers(0, 256, size=(k, n), dtype=np.uint8), query_size=rng.uniform(1, 100, k).astype(np.float32),
-        visibility=np.ones(n, np.float32), view_names=[f"v{i}" for i in range(views)],
+        visibility=np.ones(n, np.float32), footprint=rng.lognormal(-9.0, 1.0, n).astype(np.float32),  # the large-splat rule runs
+        view_names=[f"v{i}" for i in range(views)],
         view_maps=rng.normal(size=(views, 96, 128, d)).astype(np.float16), image_sizes=np.tile([[256, 192]], (views, 1)),
     )
 

@@ -10,7 +10,9 @@ over the runs are printed side by side, one line per setting.
     python scripts/eval_quality.py --seeds 100-107 --rules deepest   # trains the tuning runs
     python scripts/tune_lifting.py --work outputs/eval_quality --seeds 100-107
 
-Tune on seeds kept apart from the seeds you report (the README reports 0-9).
+Tune on seeds kept apart from the seeds you report (the README tunes on 0 and 100-103 and
+reports 200-209). The large-splat rule of the query (`--large-factor`, `--large-score`) is varied
+here too; its selections use footprints computed from the splats, so older runs can be tuned.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class Args:
     rules: list[str] = field(default_factory=lambda: ["deepest", "random", "views"])
     query_rule: str = "3d"
     """"3d" (segment's rule) or "2d" (largest active query)."""
+    large_factor: list[float] = field(default_factory=lambda: [8.0])
+    """Large-splat rule (splatseg.query, step 5): footprint factor over the selection's median (inf: off)."""
+    large_score: list[float] = field(default_factory=lambda: [0.8])
+    """Large-splat rule: the score a large splat needs."""
     spike_margin: list[float] = field(default_factory=lambda: [-1.0])
     """Also drop selected splats reaching this far beyond the selection's box (refine.spikes; -1: off)."""
     show_worst: int = 0
@@ -87,7 +93,8 @@ def main(args: Args) -> int:
     from splatseg.run import load_field
     from splatseg.train.config import TrainConfig
     from splatseg.query import Selection
-    from splatseg.train.refine import containment, sigma3_extent, spikes
+    import splatseg.query as query
+    from splatseg.train.refine import containment, footprint_areas, sigma3_extent, spikes
 
     def despike(sel, means, ext, margin):
         mask = sel.mask & ~spikes(means, ext, sel.mask, margin)
@@ -109,16 +116,18 @@ def main(args: Args) -> int:
         splats = splats_in_world(fld.splats_path, fld.info.get("splats_transform"))
         items.append((seed, scene, fld, evidence_of(run, fld, scene), splats, run_picking(fld, splats)))  # picking: geometry only
     keys = ["iou_2d", "iou_3d_count", "iou_3d_area", "precision_3d_area", "recall_3d_area"]
-    print(f"{'xray':>6} {'smooth':>6} {'thr':>4} {'spike':>5} | " + " ".join(f"{k:>17}" for k in keys) + "   (mean / worst seed)")
+    print(f"{'xray':>6} {'smooth':>6} {'thr':>4} {'large':>9} {'spike':>5} | " + " ".join(f"{k:>17}" for k in keys) + "   (mean / worst seed)")
     for beta, lam in itertools.product(args.xray_weight, args.surface_smoothing):
         base = []
         for seed, scene, fld, ev, splats, picking in items:
             cfg = TrainConfig(data=scene, out=Path("unused"), xray_weight=beta, surface_smoothing=lam)
             lifted = lifted_scores(ev, splats, cfg)
             f = dataclasses.replace(fld, lifted=lifted, containment=containment(lifted > 127),
-                                    query_size=lifted.astype(np.float32).sum(axis=1) / 255.0)
+                                    query_size=lifted.astype(np.float32).sum(axis=1) / 255.0,
+                                    footprint=footprint_areas(splats))  # runs from before the rule stored none
             base.append((seed, scene, f, picking))
-        for t, margin in itertools.product(args.threshold, args.spike_margin):
+        for t, factor, score, margin in itertools.product(args.threshold, args.large_factor, args.large_score, args.spike_margin):
+            query.LARGE_SPLAT_FACTOR, query.LARGE_SPLAT_SCORE = factor, score  # the rule reads them at every selection
             rows = []
             for (seed, scene, f, picking), (_, _, _, _, splats, _) in zip(base, items):
                 if args.query_rule == "2d":
@@ -130,7 +139,7 @@ def main(args: Args) -> int:
                     select = lambda fl, c, inner=select, ext=ext, sp=splats: despike(inner(fl, c), sp.means, ext, margin)  # noqa: E731
                 rows += [flatten(seed, s) for s in score_clicks(scene, f, select, rules=args.rules, seed=seed)]
             s = summarise(rows)
-            print(f"{beta:>6} {lam:>6} {t:>4} {margin:>5} | " + " ".join(f"{s['mean'][k]:>8.3f} / {s['worst_seed'][k]:.3f}" for k in keys), flush=True)
+            print(f"{beta:>6} {lam:>6} {t:>4} {f'{factor:g}/{score:g}':>9} {margin:>5} | " + " ".join(f"{s['mean'][k]:>8.3f} / {s['worst_seed'][k]:.3f}" for k in keys), flush=True)
             for r in sorted(rows, key=lambda r: r["iou_3d_count"])[: args.show_worst]:
                 print(f"    seed {r['seed']} {r['object']:<10} {r['rule']:<8} {r['click']}  2D {r['iou_2d']:.3f} 3D {r['iou_3d_count']:.3f} "
                       f"P {r['precision_3d_count']:.3f} R {r['recall_3d_count']:.3f} selected {r['selected']}")

@@ -14,7 +14,10 @@ Layout of RUN/:
                  lifted [K, N] uint8: per query, its masks from all training views lifted onto the
                  Gaussians through the blend weights (score = value / 255, in [0, 1]);
                  query_size [K] float32 (sum of lifted scores: the query's 3D extent);
-                 visibility [N] float32 (sum of blend weights over training views); run_id
+                 visibility [N] float32 (sum of blend weights over training views);
+                 containment [K, K] float32 (share of query j's selection query k's holds);
+                 footprint [N] float32 (product of each Gaussian's two largest scales, for the
+                 query's large-splat rule; absent in runs from before it: no rule); run_id
     views.npz    names [V] str, maps [V, h, w, D] float16 rendered feature maps of every scene view
                  (training and held-out) at the training resolution; image_sizes [V, 2] (W, H); run_id
     clipseg.npz  (with `train --clipseg`) CLIPSeg's image side of every training view and the blend
@@ -222,6 +225,7 @@ class Field:
     containment: np.ndarray | None = None  # [K, K] C[j, k]: share of query j's selection query k's holds
     view_viewmats: np.ndarray | None = None  # [V, 4, 4] world -> camera of each view (OpenCV axes)
     view_Ks: np.ndarray | None = None  # [V, 3, 3] intrinsics at image_sizes
+    footprint: np.ndarray | None = None  # [N] product of the two largest scales (splatseg.train.refine.footprint_areas)
 
     @property
     def num_gaussians(self) -> int:
@@ -296,6 +300,8 @@ def _check_shapes(run_dir: Path, info: dict, a: dict, v: dict) -> None:
             raise bad("field.npz", f"{key} has shape {list(a[key].shape)}, expected {list(shape)}")
     if "query_clip" in a and (a["query_clip"].ndim != 2 or a["query_clip"].shape[0] != k):
         raise bad("field.npz", f"query_clip must be [{k}, E], got {list(a['query_clip'].shape)}")
+    if "footprint" in a and a["footprint"].shape != (n,):
+        raise bad("field.npz", f"footprint has shape {list(a['footprint'].shape)}, expected {[n]}")
     if info["num_gaussians"] != n:
         raise bad("run.json", f"num_gaussians is {info['num_gaussians']} but field.npz holds {n} Gaussians")
     names, maps, sizes = v["names"], v["maps"], v["image_sizes"]
@@ -348,6 +354,7 @@ def load_field(run_dir: Path, verify_splats_file: bool = True) -> Field:
         containment=arrays.get("containment"),
         view_viewmats=views.get("viewmats"),
         view_Ks=views.get("Ks"),
+        footprint=arrays.get("footprint"),
     )
 
 

@@ -50,7 +50,7 @@ def run_segment(cfg: SegmentConfig) -> dict:
     extra = feature_properties(fld.features) if cfg.with_features else None
     result = export_selection(fld.splats_path, mask, cfg.out, extra)
     summary = {"selected": result.count, "total": fld.num_gaussians, "queries": sel.queries, "out": str(cfg.out),
-               "format": result.format, "seconds": round(time.time() - t0, 3)}
+               "format": result.format, "large_splats_dropped": sel.large_dropped, "seconds": round(time.time() - t0, 3)}
     if sel.text_backend is not None:
         summary["text_backend"] = sel.text_backend
         print(f"text: answered by {'CLIPSeg relevancy lifted through the blend weights' if sel.text_backend == 'clipseg' else 'the queries CLIP vectors'}",

@@ -131,6 +131,14 @@ def spikes(means: np.ndarray, extent: np.ndarray, mask: np.ndarray, margin: floa
     return out
 
 
+def footprint_areas(splats: Splats) -> np.ndarray:
+    """float32 [N]: product of each Gaussian's two largest standard deviations (squared world
+    units of the splats file): the size of the surface patch it paints, opacity left out. Stored in
+    the run (field.npz `footprint`) for the query's large-splat rule (`splatseg.query`)."""
+    s = np.sort(splats.scales.astype(np.float64), axis=1)
+    return (s[:, 1] * s[:, 2]).astype(np.float32)
+
+
 def containment(masks: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """float32 [K, K]: C[j, k] = weight of (mask_j and mask_k) / weight of mask_j, the share of query
     j's Gaussians that query k's selection also holds (1 on the diagonal; 0 for an empty j).

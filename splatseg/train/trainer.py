@@ -35,7 +35,7 @@ from splatseg.train.distributed import Dist, distributed, rank_device
 from splatseg.train.lifting import evidence_scores, fill_unseen, lift_evidence, quantise
 from splatseg.train.losses import dice_loss, focal_loss, focal_loss_to_zero, pairwise_cosine_cost, pairwise_dice_cost, pairwise_focal_cost
 from splatseg.train.matching import hungarian
-from splatseg.train.refine import RefineConfig, containment, refine_scores, surface_graph
+from splatseg.train.refine import RefineConfig, containment, footprint_areas, refine_scores, surface_graph
 from splatseg.train.segments_stage import ensure_segments
 from splatseg.train.validation import validate_train_config
 from splatseg.train.view_renderers import ViewRenderer, make_view_renderer
@@ -368,6 +368,7 @@ def _train(cfg: TrainConfig, device: torch.device, dist: Dist) -> Path:
         "query_size": query_size,
         "visibility": visibility,
         "containment": containment(lifted > 127),
+        "footprint": footprint_areas(splats),
     }
     if model.query_clip is not None:
         arrays["query_clip"] = model.query_clip.detach().cpu().numpy()
