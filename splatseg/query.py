@@ -21,7 +21,7 @@ How a click becomes a selection:
    scores it at least as high.
 5. Large splats need a confident score (`drop_unsure_large_splats`): a selected Gaussian whose
    footprint (product of its two largest scales, stored by training) exceeds `LARGE_SPLAT_FACTOR`
-   times the selection's median footprint stays only with a score of at least
+   times the selection's median footprint stays only with a score above
    `LARGE_SPLAT_SCORE`. A big table or wall splat touching an object is seen mostly around the
    object's outline, where masks are dilated and soft, so it reaches scores of 0.3-0.6 and, being
    big, paints a sheet of background around the export; the object's own splats are rarely that
@@ -192,10 +192,11 @@ def score_cut(threshold: float) -> np.uint8:
     return np.uint8(min(255, max(0, int(threshold * 255))))
 
 
-def drop_unsure_large_splats(fld: Field, mask: np.ndarray, scores: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+def drop_unsure_large_splats(fld: Field, mask: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """`mask` [N] bool without the large splats (footprint > LARGE_SPLAT_FACTOR x the selection's
-    median) whose lifted score `scores` [N] uint8 is below max(LARGE_SPLAT_SCORE, threshold);
-    unchanged for runs without stored footprints and for selections of under 20 Gaussians.
+    median) whose lifted score `scores` [N] uint8 is at most LARGE_SPLAT_SCORE (a threshold above
+    it has already removed them from `mask`); unchanged for runs without stored footprints and for
+    selections of under 20 Gaussians.
 
     Cost: a few elementwise passes over N (no sort, no index list of the selection): the median is
     taken over the selected Gaussians met at an even stride through the N (about MEDIAN_SAMPLE)."""
@@ -209,7 +210,7 @@ def drop_unsure_large_splats(fld: Field, mask: np.ndarray, scores: np.ndarray, t
     if sample.size < 20:
         sample = fld.footprint[mask]
     ref = float(np.median(sample))
-    unsure = scores <= score_cut(max(LARGE_SPLAT_SCORE, threshold))  # in place from here: few [N] temporaries
+    unsure = scores <= score_cut(LARGE_SPLAT_SCORE)  # in place from here: few [N] temporaries
     unsure &= mask
     unsure &= fld.footprint > np.float32(LARGE_SPLAT_FACTOR * ref)
     return mask ^ unsure  # unsure is inside mask
@@ -224,7 +225,7 @@ def combine(fld: Field, positive: Sequence[int], negative: Sequence[int] = (), t
     if negative:
         neg = fld.lifted[list(negative)].max(axis=0)
         mask &= pos > neg
-    kept = drop_unsure_large_splats(fld, mask, pos, threshold)
+    kept = drop_unsure_large_splats(fld, mask, pos)
     return Selection(mask=kept, scores=pos.astype(np.float32) / 255.0, queries=list(positive), negative_queries=list(negative),
                      large_dropped=int(np.count_nonzero(mask) - np.count_nonzero(kept)))
 
@@ -279,7 +280,7 @@ def discover_objects(fld: Field, threshold: float = DEFAULT_THRESHOLD, min_gauss
     claimed = np.zeros(fld.num_gaussians, bool)
     objects = []
     for k in np.argsort(-fld.query_size, kind="stable"):
-        mask = drop_unsure_large_splats(fld, fld.lifted[k] > cut, fld.lifted[k], threshold)
+        mask = drop_unsure_large_splats(fld, fld.lifted[k] > cut, fld.lifted[k])
         size = int(mask.sum())
         if size < min_gaussians:
             continue

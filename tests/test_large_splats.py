@@ -72,8 +72,8 @@ def test_the_rule_score_boundary():
 
 def test_a_user_threshold_above_the_rule_score_applies_to_large_splats_too():
     fld = object_with_neighbours([240, 250], [1e-2, 1e-2])
-    sel = combine(fld, [0], (), 0.95)  # cut 242
-    assert sel.mask[-2:].tolist() == [False, True]
+    sel = combine(fld, [0], (), 0.95)  # cut 242: the threshold itself removes the 240, the rule nothing more
+    assert sel.mask[-2:].tolist() == [False, True] and sel.large_dropped == 0
 
 
 def test_the_median_is_the_selections_not_the_scenes():
