@@ -210,9 +210,8 @@ MIN_VISIBLE_PIXELS = 20
 def gaussian_weights(splats) -> dict[str, np.ndarray]:
     """The three weightings of the 3D metrics, float64 [N] each: "count" (1), "opacity", and
     "area" (opacity x the product of the two largest scales: the footprint a splat paints)."""
-    s = np.sort(splats.scales.astype(np.float64), axis=1)
     opacity = splats.opacities.astype(np.float64)
-    return {"count": np.ones(len(splats)), "opacity": opacity, "area": opacity * s[:, 1] * s[:, 2]}
+    return {"count": np.ones(len(splats)), "opacity": opacity, "area": opacity * splats.footprint_areas}
 
 
 def weighted_scores(pred: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> tuple[float, float, float]:

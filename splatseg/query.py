@@ -27,7 +27,7 @@ How a click becomes a selection:
    big, paints a sheet of background around the export; the object's own splats are rarely that
    much larger than their neighbours. Chosen on the generated family's tuning seeds 100-103
    (area-weighted 3D IoU 0.822 -> 0.926, held-out 2D 0.937 -> 0.946; factors 6-16 and scores
-   0.7-1.0 all within 0.01 of it), checked on seeds 200-205 (README).
+   0.6-1.0 all within 0.02 of it), checked on held-out seeds 200-209 (README).
 A click costs one [K, D] product and a few passes over N values.
 
 A 3D point prompt (`Point`, world coordinates of the splats) means the object whose surface is at or

@@ -72,6 +72,13 @@ class Splats:
         return (1.0 / (1.0 + np.exp(-self.opacity_logits.astype(np.float64)))).astype(np.float32)
 
     @property
+    def footprint_areas(self) -> np.ndarray:
+        """float64 [N] product of the two largest standard deviations (squared world units): the
+        size of the surface patch a Gaussian paints, opacity left out."""
+        s = np.sort(self.scales.astype(np.float64), axis=1)
+        return s[:, 1] * s[:, 2]
+
+    @property
     def unit_quats(self) -> np.ndarray:
         """float32 [N, 4] normalised w x y z quaternions."""
         norm = np.linalg.norm(self.quats, axis=-1, keepdims=True)

@@ -8,7 +8,6 @@ threshold above the rule's score, negatives, export-all's discovery, and runs wi
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,19 +18,13 @@ from splatseg.run import Field, load_field
 from splatseg.train.refine import footprint_areas
 from splatseg.types import Splats
 
+from test_query_edges import field as edges_field
+
 N_OBJECT = 40
 
 
 def field(lifted, footprint=None) -> Field:
-    lifted = np.asarray(lifted, np.uint8)
-    k, n = lifted.shape
-    return Field(
-        run_dir=Path("."), info={"num_gaussians": n, "clip_has_weights": False}, features=np.zeros((n, k), np.float32),
-        queries=np.eye(k, dtype=np.float32), query_bias=np.zeros(k, np.float32), query_clip=None, lifted=lifted,
-        query_size=lifted.astype(np.float32).sum(1) / 255, visibility=np.ones(n, np.float32),
-        view_names=["v0"], view_maps=np.zeros((1, 1, 1, k), np.float16), image_sizes=np.array([[1, 1]]),
-        footprint=None if footprint is None else np.asarray(footprint, np.float32),
-    )
+    return edges_field(lifted, footprint=footprint)
 
 
 def object_with_neighbours(extra_scores, extra_footprints):

@@ -14,8 +14,9 @@ from splatseg.query import CONTAINS, MEMBERSHIP, combine, pick_from_logits, pick
 from splatseg.run import Field
 
 
-def field(lifted, containment=None) -> Field:
-    """A Field of K queries over N Gaussians given by its lifted scores [K, N] uint8 alone."""
+def field(lifted, containment=None, footprint=None) -> Field:
+    """A Field of K queries over N Gaussians given by its lifted scores [K, N] uint8 alone (and,
+    for the large-splat rule, the Gaussians' footprints [N])."""
     lifted = np.asarray(lifted, np.uint8)
     k, n = lifted.shape
     return Field(
@@ -24,6 +25,7 @@ def field(lifted, containment=None) -> Field:
         query_size=lifted.astype(np.float32).sum(1) / 255, visibility=np.ones(n, np.float32),
         view_names=["v0"], view_maps=np.zeros((1, 1, 1, k), np.float16), image_sizes=np.array([[1, 1]]),
         containment=None if containment is None else np.asarray(containment, np.float32),
+        footprint=None if footprint is None else np.asarray(footprint, np.float32),
     )
 
 

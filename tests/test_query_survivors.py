@@ -4,8 +4,6 @@ candidate wherever it stands, and the large-splat rule at its exact boundaries."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from splatseg.query import (LARGE_SPLAT_FACTOR, Click, combine, pick_with_membership, pixel_feature, query_logits)
@@ -13,17 +11,17 @@ from splatseg.run import Field
 
 
 def field(lifted=None, k=3, n=4, maps=None, image=(8, 4), containment=None, footprint=None, query_size=None) -> Field:
-    lifted = np.zeros((k, n), np.uint8) if lifted is None else np.asarray(lifted, np.uint8)
-    k, n = lifted.shape
-    maps = np.zeros((1, 1, 1, k), np.float16) if maps is None else maps
-    return Field(
-        run_dir=Path("."), info={"num_gaussians": n, "clip_has_weights": False}, features=np.zeros((n, maps.shape[-1]), np.float32),
-        queries=np.eye(k, maps.shape[-1], dtype=np.float32), query_bias=np.zeros(k, np.float32), query_clip=None, lifted=lifted,
-        query_size=(lifted.astype(np.float32).sum(1) / 255) if query_size is None else np.asarray(query_size, np.float32),
-        visibility=np.ones(n, np.float32), view_names=["v0"], view_maps=maps, image_sizes=np.array([list(image)]),
-        containment=None if containment is None else np.asarray(containment, np.float32),
-        footprint=None if footprint is None else np.asarray(footprint, np.float32),
-    )
+    """test_query_edges' field with a feature map `maps` [1, h, w, D] for an image of `image` px."""
+    import dataclasses
+
+    from test_query_edges import field as edges_field
+
+    fld = edges_field(np.zeros((k, n), np.uint8) if lifted is None else lifted, containment, footprint)
+    maps = np.zeros((1, 1, 1, fld.num_queries), np.float16) if maps is None else maps
+    return dataclasses.replace(
+        fld, features=np.zeros((fld.num_gaussians, maps.shape[-1]), np.float32),
+        queries=np.eye(fld.num_queries, maps.shape[-1], dtype=np.float32), view_maps=maps, image_sizes=np.array([list(image)]),
+        query_size=fld.query_size if query_size is None else np.asarray(query_size, np.float32))
 
 
 def test_the_texel_under_a_click_in_every_column_and_row():

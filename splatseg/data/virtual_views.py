@@ -184,8 +184,7 @@ def gaussian_axes(splats: Splats) -> tuple[np.ndarray, np.ndarray]:
 def footprint_area(splats: Splats) -> np.ndarray:
     """[N] opacity x the product of the two largest standard deviations: how much surface a
     Gaussian covers (the weight of area-weighted IoU)."""
-    s = np.sort(splats.scales.astype(np.float64), axis=1)
-    return splats.opacities.astype(np.float64) * s[:, 1] * s[:, 2]
+    return splats.opacities.astype(np.float64) * splats.footprint_areas
 
 
 def _estimate_up(means: np.ndarray, normals: np.ndarray, sorted_scales: np.ndarray, weights: np.ndarray) -> np.ndarray:

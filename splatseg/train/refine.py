@@ -132,11 +132,9 @@ def spikes(means: np.ndarray, extent: np.ndarray, mask: np.ndarray, margin: floa
 
 
 def footprint_areas(splats: Splats) -> np.ndarray:
-    """float32 [N]: product of each Gaussian's two largest standard deviations (squared world
-    units of the splats file): the size of the surface patch it paints, opacity left out. Stored in
-    the run (field.npz `footprint`) for the query's large-splat rule (`splatseg.query`)."""
-    s = np.sort(splats.scales.astype(np.float64), axis=1)
-    return (s[:, 1] * s[:, 2]).astype(np.float32)
+    """float32 [N] `Splats.footprint_areas` as the run stores it (field.npz `footprint`, in the frame
+    the run places the splats in; the query's large-splat rule uses only ratios of it)."""
+    return splats.footprint_areas.astype(np.float32)
 
 
 def containment(masks: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
