@@ -4,13 +4,20 @@ Clicks: a field with K queries and N Gaussians (random lifted scores, 8 views of
 each click reads the feature under it, picks a query, thresholds that query's N scores and applies
 the large-splat rule to N stored footprints (`splatseg.query.select_by_clicks`, the code `segment`
 and the viewer run).
+Clicks with 3D scores (the path `segment` and the viewer take on a run with cameras): a surface
+cloud (four spheres on a plane, N Gaussians, K random lifted scores, 8 stored cameras); per click
+the Gaussians near the ray (`picking.near_ray`), their blend at the pixel (`picking.pixel_weights`,
+beside the 1x1 `render` call the click made before, on the same Gaussians), and the whole
+`select_clicks`; the two blends' largest difference is printed too.
 Training: the demo's scene (generated once into a temporary directory, noisy ground-truth
 segments so no segmentation time is counted), per-iteration time of the training step at the
 default settings, and the projected time of a default-length run.
 
     python scripts/bench_query.py                 # N = 10k, 100k, 1M, 2M and the training step
     python scripts/bench_query.py --sizes 1000000 --no-train
-Targets: a click on 1M Gaussians under 20 ms on 2 CPU cores; demo training under 2 minutes.
+    python scripts/bench_query.py --sizes 100000 1000000 3000000 --no-train --no-plain   # the ray path
+Targets: a click on 1M Gaussians under 20 ms on 2 CPU cores, a click with 3D scores under 5 ms at
+3M; demo training under 2 minutes.
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ class Args:
     """Clicks timed per N."""
     train: bool = True
     """Also time the training step on the demo scene."""
+    plain: bool = True
+    """Time clicks on the random field without cameras (2D rule)."""
+    ray: bool = True
+    """Time clicks with 3D scores on a surface cloud with cameras."""
     train_steps: int = 40
     """Training steps timed."""
     threads: int = 2
@@ -71,6 +82,74 @@ def bench_clicks(args: Args) -> None:
             times.append((time.perf_counter() - t) * 1000)
             frac.append(sel.mask.mean())
         print(f"{n:>10} {np.mean(times):>9.2f} {np.percentile(times, 95):>8.2f} {100 * np.mean(frac):>11.1f}")
+
+
+def surface_field(n: int, k: int, d: int = 16, views: int = 8, seed: int = 0):
+    """(Field with stored cameras and containment, PickingTensors) of a surface cloud of n Gaussians:
+    four spheres standing on a plane, flat Gaussians about one spacing wide."""
+    from splatseg.viewer.picking import PickingTensors, ray_camera
+
+    rng = np.random.default_rng(seed)
+    per = n // 5
+    parts = []
+    for c in [(0, 0, 0.3), (0.5, 0.2, 0.2), (-0.4, -0.3, 0.25), (0.1, -0.5, 0.15)]:
+        u = rng.normal(size=(per, 3))
+        parts.append(np.array(c) + u / np.linalg.norm(u, axis=1, keepdims=True) * c[2])
+    parts.append(np.c_[rng.uniform(-1, 1, (n - 4 * per, 2)), np.zeros(n - 4 * per)])
+    means = np.concatenate(parts).astype(np.float32)
+    scales = (np.full((n, 3), 2.0 / np.sqrt(n)) * rng.uniform(0.5, 1.5, (n, 1)) * [1, 1, 0.1]).astype(np.float32)
+    quats = rng.normal(size=(n, 4)).astype(np.float32)
+    fld = random_field(n, k, d, views, seed)
+    W, H, f = 256, 192, 220.0
+    vms = []
+    for a in np.linspace(0, 2 * np.pi, views, endpoint=False):
+        origin = np.array([2.2 * np.cos(a), 2.2 * np.sin(a), 1.3])
+        vms.append(ray_camera(origin, -origin, f)[0])
+    fld.view_viewmats = np.stack(vms).astype(np.float32)
+    fld.view_Ks = np.tile(np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], np.float32), (views, 1, 1))
+    fld.image_sizes = np.tile([[W, H]], (views, 1))
+    fld.containment = rng.uniform(0, 1, (k, k)).astype(np.float32)
+    fld.features = rng.normal(size=(n, d)).astype(np.float32)
+    picking = PickingTensors.build(means, quats, scales, rng.uniform(0.3, 0.99, n).astype(np.float32), fld.features)
+    return fld, picking
+
+
+def bench_ray_clicks(args: Args) -> None:
+    from splatseg.prompts import click_ray
+    from splatseg.render import render
+    from splatseg.viewer.picking import NEAR_PLANE, near_ray, pixel_weights, ray_camera
+
+    print(f"\nclick with 3D scores, surface cloud (K={args.queries}, {args.clicks} clicks, {torch.get_num_threads()} threads; median ms)")
+    print(f"{'N':>10} {'near ray':>9} {'members':>8} {'blend':>7} {'1x1 render':>11} {'ratio':>6} {'max diff':>9} {'whole click':>12} {'p95':>7}")
+    rng = np.random.default_rng(2)
+    for n in args.sizes:
+        fld, picking = surface_field(n, args.queries)
+        rows = {"near": [], "blend": [], "render": [], "click": [], "members": [], "diff": []}
+        for _ in range(args.clicks):
+            click = Click(f"v{rng.integers(8)}", rng.uniform(64, 192), rng.uniform(48, 144))
+            origin, direction, f = click_ray(fld, click)
+            t0 = time.perf_counter()
+            idx = near_ray(picking, origin, direction, f)
+            t1 = time.perf_counter()
+            viewmat, K = ray_camera(origin, direction, f)
+            pw = pixel_weights(picking, idx, viewmat, f)
+            new = pw.composite(fld.lifted[:, pw.gaussians].T)
+            t2 = time.perf_counter()
+            it = torch.from_numpy(idx)
+            with torch.no_grad():
+                out = render(picking.means[it], picking.quats[it], picking.scales[it], picking.opacities[it],
+                             torch.from_numpy(np.ascontiguousarray(fld.lifted[:, idx].T, np.float32)),
+                             torch.from_numpy(viewmat[None]).float(), torch.from_numpy(K[None]).float(), 1, 1, near_plane=NEAR_PLANE)
+            t3 = time.perf_counter()
+            select_by_clicks(fld, [click], picking=picking)
+            t4 = time.perf_counter()
+            for key, v in (("near", t1 - t0), ("blend", t2 - t1), ("render", t3 - t2), ("click", t4 - t3)):
+                rows[key].append(v * 1000)
+            rows["members"].append(idx.size)
+            rows["diff"].append(float(np.abs(new - out.colors[0, 0, 0].numpy()).max()) / 255.0)
+        med = {k: float(np.median(v)) for k, v in rows.items()}
+        print(f"{n:>10} {med['near']:>9.2f} {med['members']:>8.0f} {med['blend']:>7.2f} {med['render']:>11.2f} "
+              f"{med['render'] / max(med['blend'], 1e-9):>5.1f}x {max(rows['diff']):>9.1e} {med['click']:>12.2f} {np.percentile(rows['click'], 95):>7.2f}")
 
 
 def bench_training(args: Args) -> None:
@@ -117,7 +196,10 @@ def bench_training(args: Args) -> None:
 
 def main(args: Args) -> None:
     torch.set_num_threads(args.threads)
-    bench_clicks(args)
+    if args.plain:
+        bench_clicks(args)
+    if args.ray:
+        bench_ray_clicks(args)
     if args.train:
         bench_training(args)
 

@@ -26,6 +26,7 @@ with `--mask-source felzenszwalb`.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,8 +52,9 @@ class Args:
     """Name of this configuration's runs under WORK/runs/ (change it when the training changes)."""
     retrain: bool = False
     """Train again even when WORK holds a run for this tag."""
-    train_args: list[str] = field(default_factory=list)
-    """Extra `splatseg train` flags for every run, e.g. --train-args --iterations 400."""
+    train_args: str = ""
+    """Extra `splatseg train` flags for every run, one string split like a shell line, e.g.
+    --train-args="--iterations 400" (a list option would take such flags for its own)."""
     query_rule: Literal["3d", "2d"] = "3d"
     """How a click picks its query: "3d" the rule `segment` uses (3D scores under the click, walk up
     by containment; splatseg.query), "2d" the earlier rule (largest active query)."""
@@ -66,6 +68,12 @@ class Args:
     """Show progress bars."""
     ply_only: bool = False
     """Also train and score a run made from each scene's splats.ply alone, the clicks given as 3D points."""
+    ply_tag: str = ""
+    """Name of the PLY-only runs under WORK/runs/ (default: --tag), so PLY-only settings can be compared
+    against one set of photo-based runs."""
+    ply_train_args: str = ""
+    """Extra `splatseg train` flags for the PLY-only runs only (after --train-args), one string split
+    like a shell line, e.g. --ply-train-args="--virtual.side-limit 320"."""
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -118,7 +126,7 @@ def run_dir(args: Args, scene: Path, segments: Path) -> tuple[Path, float]:
     out = args.work / "runs" / f"{args.tag}_{source}" / scene.name
     if args.retrain or not (out / "run.json").exists():
         argv = ["train", "--data", str(scene), "--out", str(out), "--segments", str(segments), "--holdout-every", "8",
-                *([] if args.progress else ["--no-progress"]), *args.train_args]
+                *([] if args.progress else ["--no-progress"]), *shlex.split(args.train_args)]
         if cli_main(argv) != 0:
             raise SystemExit(f"eval_quality: training failed for {scene}")
     info = json.loads((out / "run.json").read_text())
@@ -130,10 +138,10 @@ def plyonly_run(args: Args, scene: Path) -> tuple[Path, float]:
     and segmenting its views included)."""
     from splatseg.cli import main as cli_main
 
-    out = args.work / "runs" / f"{args.tag}_plyonly" / scene.name
+    out = args.work / "runs" / f"{args.ply_tag or args.tag}_plyonly" / scene.name
     if args.retrain or not (out / "run.json").exists():
         argv = ["train", "--splats", str(scene / "splats.ply"), "--out", str(out), *([] if args.progress else ["--no-progress"]),
-                *args.train_args]
+                *shlex.split(args.train_args), *shlex.split(args.ply_train_args)]
         if cli_main(argv) != 0:
             raise SystemExit(f"eval_quality: PLY-only training failed for {scene}")
     return out, float(json.loads((out / "run.json").read_text())["seconds"])

@@ -416,6 +416,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_chunk_positions_are_the_members_of_the_chunks_asked_for():
+    from splatseg.viewer.picking import CHUNK, chunk_positions
+
+    n = 2 * CHUNK + 88  # the last chunk is partial
+    assert np.array_equal(chunk_positions(np.array([0, 2]), n), np.r_[0:CHUNK, 2 * CHUNK : n])
+    assert np.array_equal(chunk_positions(np.array([1]), n), np.arange(CHUNK, 2 * CHUNK))
+    assert chunk_positions(np.zeros(0, np.int64), n).size == 0
+
+
 def test_chunk_culling_equals_the_per_gaussian_test():
     """The chunked culling keeps exactly the Gaussians the plain per-Gaussian test keeps."""
     from splatseg.viewer.picking import CULL_SIGMAS, NEAR_PLANE
@@ -435,6 +444,88 @@ def test_chunk_culling_equals_the_per_gaussian_test():
         reach = CULL_SIGMAS * scales.max(1) * np.sqrt(1 + perp2 / tc**2) + 2 * tc / f
         expected = np.flatnonzero((depth > NEAR_PLANE) & (perp2 <= reach**2))
         assert np.array_equal(np.sort(near_ray(t, o, d, f)), expected) and expected.size > 0
+
+
+def _ray_stack(rng, m: int, wall_at: float | None):
+    """m Gaussians scattered around a random world ray (some behind its origin, some at equal depth,
+    some too faint to render); with `wall_at`, 60 large opaque ones across the ray at that depth."""
+    origin = rng.normal(size=3)
+    d = rng.normal(size=3)
+    d /= np.linalg.norm(d)
+    depth = rng.uniform(-0.3, 3.0, m)
+    depth[: m // 10] = depth[m // 10 : 2 * (m // 10)]  # exact depth ties
+    means = origin + depth[:, None] * d + rng.normal(size=(m, 3)) * rng.uniform(0.002, 0.05, (m, 1))
+    scales = np.exp(rng.uniform(-6, -2, (m, 3)))
+    opac = rng.uniform(0.0005, 1.0, m)
+    if wall_at is not None:
+        means[:60] = origin + wall_at * d + rng.normal(size=(60, 3)) * 0.001
+        scales[:60], opac[:60] = 0.05, 0.95
+    means[-1], scales[-1], opac[-1] = origin + 1.0 * d, 0.02, 1.0  # on the axis: alpha reaches the 0.999 cap
+    return origin, d, means, rng.normal(size=(m, 4)), scales, opac, rng.normal(size=(m, 5))
+
+
+@pytest.mark.parametrize("seed,m,wall_at", [(0, 40, None), (1, 700, None), (2, 900, 1.5), (3, 600, 0.05), (4, 1, None)])
+def test_pixel_weights_equal_a_one_pixel_render(seed, m, wall_at, monkeypatch):
+    """The closed-form pixel blend (`picking.pixel_weights`) gives what `render` gives for the 1x1
+    picking camera: composited values, accumulated alpha and expected depth; with an opaque wall
+    across the ray it stops there, so nothing behind the wall is blended or even projected."""
+    from splatseg.render import render
+    from splatseg.viewer import picking
+    from splatseg.viewer.picking import COMPOSITE_BATCH, pixel_weights
+
+    projected = []
+    alphas = picking._pixel_alphas
+    monkeypatch.setattr(picking, "_pixel_alphas", lambda t, idx, *a: projected.append(len(idx)) or alphas(t, idx, *a))
+
+    rng = np.random.default_rng(seed)
+    origin, d, means, quats, scales, opac, values = _ray_stack(rng, m, wall_at)
+    t = PickingTensors.build(means, quats, scales, opac, values)
+    f = float(rng.uniform(80, 2000))
+    viewmat, K = ray_camera(origin, d, f)
+    pw = pixel_weights(t, np.arange(m), viewmat, f)
+    with torch.no_grad():
+        full = render(t.means, t.quats, t.scales, t.opacities, t.features, torch.from_numpy(viewmat[None]).float(),
+                      torch.from_numpy(K[None]).float(), 1, 1, near_plane=0.01)
+    assert np.allclose(pw.composite(t.features.numpy()[pw.gaussians]), full.colors[0, 0, 0].numpy(), atol=2e-4)
+    assert math.isclose(pw.alpha, float(full.alphas[0, 0, 0, 0]), abs_tol=2e-5)
+    if pw.alpha > 1e-3:
+        assert math.isclose(pw.depth, float(full.depths[0, 0, 0, 0]), rel_tol=1e-4)
+    depth = (means - origin) @ d
+    assert np.all(np.diff(depth[pw.gaussians]) >= 0)  # front to back
+    if wall_at is not None:
+        assert pw.alpha > 0.999 and depth[pw.gaussians].max() <= wall_at + 0.01
+        assert m > 2 * COMPOSITE_BATCH and sum(projected) < m  # the wall ends the pixel before the last batch
+
+
+def test_a_ray_near_gaussians_too_faint_to_render_sees_nothing():
+    """Gaussians near the ray whose alpha never reaches 1/255 at the pixel: an empty hit, not an error."""
+    t = PickingTensors.build(np.array([[0, 0, 2.0], [0.001, 0, 3.0]]), np.tile([1.0, 0, 0, 0], (2, 1)), np.full((2, 3), 0.05),
+                             np.array([0.003, 0.002]), np.ones((2, 4)))
+    assert near_ray(t, np.zeros(3), np.array([0, 0, 1.0]), 100.0).size == 2
+    hit = ray_render(t, np.zeros(3), np.array([0, 0, 1.0]), 100.0)
+    assert hit.alpha == 0.0 and hit.depth == 0.0 and np.array_equal(hit.feature, np.zeros(4, np.float32))
+
+
+def test_a_click_reads_only_the_gaussians_it_blends():
+    """`scores_along_ray` takes the lifted scores of the Gaussians the pixel blends and no others: a
+    score changed behind an opaque wall does not change the answer; one on the wall does."""
+    from splatseg.viewer.picking import scores_along_ray
+
+    rng = np.random.default_rng(5)
+    origin, d, means, quats, scales, opac, values = _ray_stack(rng, 500, 1.0)
+    means[60:] = origin + rng.uniform(1.2, 3.0, (440, 1)) * d + rng.normal(size=(440, 3)) * 0.01  # all behind the wall
+    t = PickingTensors.build(means, quats, scales, opac, values)
+    lifted = rng.integers(0, 256, (3, 500)).astype(np.uint8)
+    base = scores_along_ray(t, lifted, origin, d, 500.0)
+    behind = np.flatnonzero((means - origin) @ d > 1.5)
+    changed = lifted.copy()
+    changed[:, behind] = 255 - changed[:, behind]
+    assert np.array_equal(scores_along_ray(t, changed, origin, d, 500.0), base)
+    changed[:, :60] = 0
+    assert np.abs(scores_along_ray(t, changed, origin, d, 500.0) - base).max() > 0.05
+    uniform = scores_along_ray(t, np.full_like(lifted, 200), origin, d, 500.0)  # divided by the pixel's alpha
+    assert np.allclose(uniform, 200 / 255, atol=1e-6)
+    assert scores_along_ray(t, lifted, origin, -d, 500.0) is None  # nothing behind the origin is seen
 
 
 def test_text_prompts_use_the_runs_clip_model_or_are_refused(handmade, tmp_path, monkeypatch):

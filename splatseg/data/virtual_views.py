@@ -35,8 +35,10 @@ How the views are planned (all in the splats' world frame and units):
    from the candidate pool while some of the core is seen by no view (`coverage`: the fraction of
    core opacity that some view sees, depth-tested in the probes; `coverage_2_views` likewise).
 6. Size: the long image side puts the median Gaussian footprint at about `TARGET_FOOTPRINT_PX`
-   pixels at the median camera distance (clamped to [`MIN_SIDE`, `MAX_SIDE`]); the number of views
-   grows with log2 of the number of Gaussians (`num_views_for`).
+   pixels at the median camera distance, clamped to [`MIN_SIDE`, `side_limit`] (at most
+   `MAX_SIDE`; training sets the limit from its own resolution, `SIDE_PER_TRAIN_SIDE`, since
+   segments finer than that are downsampled before use); the number of views grows with log2 of
+   the number of Gaussians (`num_views_for`).
 Everything the plan decided is in `ViewPlan.report` (written to views.json and run.json).
 """
 
@@ -79,6 +81,11 @@ TARGET_FOOTPRINT_PX = 1.4
 """Median Gaussian footprint (geometric mean of the two largest standard deviations) in pixels."""
 MIN_SIDE, MAX_SIDE = 128, 512
 """Bounds of the automatic long image side."""
+SIDE_PER_TRAIN_SIDE = 2.5
+"""`train --splats` alone limits the automatic side to this many times --train-max-side (segments are
+downsampled to the training resolution, so larger views only cost time to render and segment).
+Chosen on family seeds 100-103 among 2 / 2.5 / 3 / none (4 at the default 128 px): README, "A splat
+file alone"."""
 ASPECT = 4.0 / 3.0
 """Image width / height of the virtual views."""
 VIEW_NAME = "virtual_{:03d}"
@@ -100,6 +107,9 @@ class VirtualViewsConfig:
     """Number of views before coverage top-up; 0 picks it from the number of Gaussians."""
     max_side: int = 0
     """Long image side in pixels; 0 picks it from the Gaussians' size at the camera distance."""
+    side_limit: int = 0
+    """Largest side the automatic choice may pick (pixels; never above MAX_SIDE = 512); 0: MAX_SIDE,
+    except that `train` sets it to SIDE_PER_TRAIN_SIDE x --train-max-side."""
     fov_deg: float = 60.0
     """Horizontal field of view of every virtual camera (degrees); images are 4:3."""
     up: tuple[float, float, float] | None = None
@@ -555,23 +565,25 @@ def classify(splats: Splats, frame: SceneFrame, params: dict, cfg: VirtualViewsC
                   "interior_clearance": round(float(clearance[0]) if len(clearance) else 0.0, 6)}
 
 
-def choose_side(cameras_viewmats: list[np.ndarray], frame: SceneFrame, fov_deg: float) -> int:
+def choose_side(cameras_viewmats: list[np.ndarray], frame: SceneFrame, fov_deg: float, limit: int = MAX_SIDE) -> int:
     """Long image side putting the median core footprint at TARGET_FOOTPRINT_PX pixels at the
-    median distance from the cameras to the box centre (module doc, step 6)."""
+    median distance from the cameras to the box centre, within [MIN_SIDE, min(limit, MAX_SIDE)]
+    (a limit below MIN_SIDE gives MIN_SIDE; module doc, step 6)."""
     dists = [float(np.linalg.norm(np.linalg.inv(vm)[:3, 3] - frame.centre)) for vm in cameras_viewmats]
     d = float(np.median(dists))
     # footprint_px = f * footprint / d with f = side / (2 tan(fov/2))
     side = TARGET_FOOTPRINT_PX * d * 2 * math.tan(math.radians(fov_deg) / 2) / max(frame.footprint, 1e-12)
-    return int(np.clip(16 * round(side / 16), MIN_SIDE, MAX_SIDE))
+    hi = min(MAX_SIDE, max(MIN_SIDE, int(limit)))
+    return int(np.clip(16 * round(side / 16), MIN_SIDE, hi))
 
 
 def plan_views(splats: Splats, cfg: VirtualViewsConfig | None = None, progress: bool = False) -> ViewPlan:
     """Virtual cameras for `splats` (module doc); VirtualViewsError when nothing can be seen."""
     cfg = cfg or VirtualViewsConfig()
-    if cfg.num_views < 0 or cfg.max_side < 0 or not 10.0 <= cfg.fov_deg <= 150.0 or cfg.planning_side < 16:
-        raise VirtualViewsError("virtual views need --virtual.num-views >= 0, --virtual.max-side >= 0, "
+    if cfg.num_views < 0 or cfg.max_side < 0 or cfg.side_limit < 0 or not 10.0 <= cfg.fov_deg <= 150.0 or cfg.planning_side < 16:
+        raise VirtualViewsError("virtual views need --virtual.num-views >= 0, --virtual.max-side >= 0, --virtual.side-limit >= 0, "
                                 f"--virtual.fov-deg in [10, 150] and --virtual.planning-side >= 16 (got {cfg.num_views}, "
-                                f"{cfg.max_side}, {cfg.fov_deg}, {cfg.planning_side})")
+                                f"{cfg.max_side}, {cfg.side_limit}, {cfg.fov_deg}, {cfg.planning_side})")
     t0 = time.time()
     frame = robust_frame(splats, cfg.up)
     params = _planning_params(splats)
@@ -644,7 +656,7 @@ def plan_views(splats: Splats, cfg: VirtualViewsConfig | None = None, progress: 
     if coverage <= 0.0 or max(probes[i].coverage for i in chosen) < 1e-3:
         raise VirtualViewsError("no Gaussian is in front of any virtual view: nothing to train on")
     chosen_poses = [poses[i] for i in chosen]
-    side = cfg.max_side or choose_side(chosen_poses, frame, fov)
+    side = cfg.max_side or choose_side(chosen_poses, frame, fov, cfg.side_limit or MAX_SIDE)
     cameras = cameras_from_poses(chosen_poses, side, fov)
     report = {
         "kind": kind,

@@ -161,7 +161,7 @@ def resolve_inputs(cfg: TrainConfig) -> tuple[SplatSource, Path | None]:
 def make_virtual_views(cfg: TrainConfig, splats_file: Path) -> tuple[Splats, Path, dict]:
     """PLY-only runs: (splats, RUN/views, run.json keys) after making or reusing the virtual views
     of `splats_file` (the file --splats leads to); prints the one-line note that no photos were given."""
-    from splatseg.data.virtual_views import ensure_virtual_scene
+    from splatseg.data.virtual_views import SIDE_PER_TRAIN_SIDE, ensure_virtual_scene
     from splatseg.io.formats import read_splats
 
     splats = read_splats(splats_file)
@@ -169,7 +169,10 @@ def make_virtual_views(cfg: TrainConfig, splats_file: Path) -> tuple[Splats, Pat
         raise ValueError(f"{splats_file} has no Gaussians")
     views_dir = Path(cfg.out) / "views"
     identity = {"splats_sha256": file_sha256(splats_file)}
-    report, reused = ensure_virtual_scene(splats, views_dir, cfg.virtual, identity, progress=cfg.progress,
+    virtual = cfg.virtual
+    if not virtual.side_limit:  # views finer than the training resolution are downsampled before use
+        virtual = replace(virtual, side_limit=int(round(SIDE_PER_TRAIN_SIDE * cfg.train_max_side)))
+    report, reused = ensure_virtual_scene(splats, views_dir, virtual, identity, progress=cfg.progress,
                                           extra_info={"splats": str(Path(splats_file).resolve())})
     how = "reusing" if reused else "made"
     print(f"no photos given: {how} {report['views']} virtual views ({report['kind']}, {report['width']}x{report['height']}, "
