@@ -42,7 +42,7 @@ scripts/eval_plyonly.py (70 of 70), so the neighbourhood answer, which needs no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
@@ -92,16 +92,34 @@ class Click:
     positive: bool = True
 
 
-@dataclass
+@dataclass(init=False, eq=False)
 class Selection:
-    """mask [N] bool, scores [N] float32 in [0, 1], and the query indices that produced them."""
+    """mask [N] bool, scores [N] float32 in [0, 1], and the query indices that produced them.
+
+    Made from the run's uint8 lifted scores (`score_bytes` [N]), the float scores are computed on
+    first read: a click needs only the mask, and converting N bytes to floats is a large part of a
+    click at millions of Gaussians (`scripts/bench_query.py`)."""
 
     mask: np.ndarray
-    scores: np.ndarray
-    queries: list[int] = field(default_factory=list)
-    negative_queries: list[int] = field(default_factory=list)
-    text_backend: str | None = None  # for text prompts: "clipseg" or "clip" (splatseg.text_query)
-    large_dropped: int = 0  # Gaussians the large-splat rule (module docstring, step 5) took out
+    queries: list[int]
+    negative_queries: list[int]
+    text_backend: str | None  # for text prompts: "clipseg" or "clip" (splatseg.text_query)
+    large_dropped: int  # Gaussians the large-splat rule (module docstring, step 5) took out
+
+    def __init__(self, mask: np.ndarray, scores: np.ndarray | None = None, queries: Sequence[int] = (), negative_queries: Sequence[int] = (),
+                 text_backend: str | None = None, large_dropped: int = 0, *, score_bytes: np.ndarray | None = None):
+        if (scores is None) == (score_bytes is None):
+            raise ValueError("a Selection needs either scores (float, [0, 1]) or score_bytes (uint8), not both")
+        self.mask, self.queries, self.negative_queries = mask, list(queries), list(negative_queries)
+        self.text_backend, self.large_dropped = text_backend, large_dropped
+        self._scores, self._score_bytes = scores, score_bytes
+
+    @property
+    def scores(self) -> np.ndarray:
+        """[N] float32 in [0, 1]."""
+        if self._scores is None:
+            self._scores = self._score_bytes.astype(np.float32) / 255.0
+        return self._scores
 
     @property
     def count(self) -> int:
@@ -220,13 +238,13 @@ def combine(fld: Field, positive: Sequence[int], negative: Sequence[int] = (), t
     """Selection from query indices: max over positives, dropped where a negative is as high."""
     if not positive:
         raise QueryError("at least one positive prompt is needed")
-    pos = fld.lifted[list(positive)].max(axis=0)  # uint8 [N]
+    pos = fld.lifted[positive[0]] if len(positive) == 1 else fld.lifted[list(positive)].max(axis=0)  # uint8 [N] (one query: a view)
     mask = pos > score_cut(threshold)
     if negative:
-        neg = fld.lifted[list(negative)].max(axis=0)
+        neg = fld.lifted[negative[0]] if len(negative) == 1 else fld.lifted[list(negative)].max(axis=0)
         mask &= pos > neg
     kept = drop_unsure_large_splats(fld, mask, pos)
-    return Selection(mask=kept, scores=pos.astype(np.float32) / 255.0, queries=list(positive), negative_queries=list(negative),
+    return Selection(mask=kept, score_bytes=pos, queries=list(positive), negative_queries=list(negative),
                      large_dropped=int(np.count_nonzero(mask) - np.count_nonzero(kept)))
 
 

@@ -208,3 +208,52 @@ def test_nothing_visible_is_one_line_error(tabletop):
     faint = Splats(sp.means, sp.quats, sp.log_scales, np.full(len(sp), -12.0, np.float32), sp.sh0, sp.shN)
     with pytest.raises(VirtualViewsError, match="no Gaussian would be visible in front of any view"):
         plan_views(faint)
+
+
+def test_the_automatic_side_stays_within_its_limit(tabletop):
+    """`side_limit` caps the automatic image side (never below MIN_SIDE, never above MAX_SIDE); an
+    explicit --virtual.max-side is used as given."""
+    from splatseg.data.virtual_views import MAX_SIDE, MIN_SIDE, choose_side
+
+    frame = robust_frame(tabletop.splats)
+    far = [np.linalg.inv(np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -z], [0, 0, 0, 1.0]])) for z in (40.0,)]
+    pose = np.eye(4)
+    pose[:3, 3] = frame.centre + [0.0, 0.0, 4.0]
+    near = [np.linalg.inv(pose)]  # 4 units away: a side between the bounds
+    free = choose_side(far, frame, 60.0)
+    assert free == MAX_SIDE  # a far camera asks for more pixels than the bound allows
+    assert choose_side(far, frame, 60.0, limit=320) == 320
+    assert choose_side(far, frame, 60.0, limit=100) == MIN_SIDE  # a limit under the floor gives the floor
+    assert choose_side(far, frame, 60.0, limit=4096) == MAX_SIDE
+    small = choose_side(near, frame, 60.0, limit=MAX_SIDE)
+    assert MIN_SIDE < small < MAX_SIDE - 64
+    assert choose_side(near, frame, 60.0, limit=small + 64) == small  # a limit above the choice changes nothing
+    assert choose_side(near, frame, 60.0, limit=small - 32) == small - 32
+    plan = plan_views(tabletop.splats, VirtualViewsConfig(num_views=6, side_limit=160))
+    assert plan.cameras.widths.max() <= 160 and plan.report["config"]["side_limit"] == 160
+    assert plan_views(tabletop.splats, VirtualViewsConfig(num_views=6, max_side=200, side_limit=160)).cameras.widths.max() == 200
+    with pytest.raises(VirtualViewsError, match="side-limit"):
+        plan_views(tabletop.splats, VirtualViewsConfig(side_limit=-1))
+
+
+def test_train_limits_the_views_by_its_own_resolution(tmp_path, monkeypatch):
+    """`train --splats` alone sets side_limit to SIDE_PER_TRAIN_SIDE x --train-max-side unless the
+    user gave one."""
+    import splatseg.data.virtual_views as vv
+    from splatseg.train.config import TrainConfig
+    from splatseg.train.trainer import make_virtual_views
+
+    seen = []
+
+    def fake_ensure(splats, root, cfg, identity, **kw):
+        seen.append(cfg)
+        return {"views": 1, "kind": "object", "width": 1, "height": 1, "coverage": 1.0}, False
+
+    monkeypatch.setattr(vv, "ensure_virtual_scene", fake_ensure)
+    ply = tmp_path / "s.ply"
+    from splatseg.io.ply import write_ply
+
+    write_ply(ply, build_scene(TINY_SCENE).splats)
+    make_virtual_views(TrainConfig(splats=ply, out=tmp_path / "run", train_max_side=100), ply)
+    make_virtual_views(TrainConfig(splats=ply, out=tmp_path / "run", train_max_side=100, virtual=VirtualViewsConfig(side_limit=400)), ply)
+    assert seen[0].side_limit == round(vv.SIDE_PER_TRAIN_SIDE * 100) and seen[1].side_limit == 400
