@@ -27,6 +27,21 @@ def test_family_is_deterministic_per_seed_and_varies_across_seeds():
     assert len(sizes) >= 2
 
 
+def test_object_scale_shrinks_the_objects_and_nothing_else_of_the_room():
+    """object_scale 1 is the family as it is; 0.4 gives objects about 0.4x as large on a support of
+    the same size range."""
+    base = build_family_scene(FamilyConfig(seed=5))
+    assert np.array_equal(build_family_scene(FamilyConfig(seed=5, object_scale=1.0)).splats.means, base.splats.means)
+
+    def extents(scene):
+        ids = [i for i in range(1, len(scene.object_names)) if i not in scene.background_ids]
+        table = np.ptp(scene.splats.means[scene.object_id == TABLE_ID][:, :2], axis=0).max()
+        return np.median([np.ptp(scene.splats.means[scene.object_id == i], axis=0).max() for i in ids]), table
+
+    (big, table_a), (small, table_b) = extents(base), extents(build_family_scene(FamilyConfig(seed=5, object_scale=0.4)))
+    assert 0.3 < small / big < 0.5 and 0.85 < table_b / table_a < 1.2
+
+
 def test_family_ground_truth_is_consistent():
     scene = build_family_scene(FamilyConfig(seed=1))
     n = len(scene.splats)

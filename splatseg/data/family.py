@@ -56,6 +56,11 @@ class FamilyConfig:
     """Views on the upper hemisphere (every 8th is held out by the evaluation split)."""
     resolution: tuple[int, int] | None = None
     """(width, height) of the images; None draws one of 256x192 .. 512x384 from the seed."""
+    object_scale: float = 1.0
+    """Multiplies every object's drawn size (the support, room and camera distances keep their
+    ranges): below 1, small objects in a large scene (`scripts/eval_resolution.py`). 1 gives the
+    family's scenes unchanged; another value also changes what the seed draws after placing the
+    objects (placement retries draw from the same stream), so compare families, not seeds."""
 
 
 @dataclass
@@ -373,7 +378,7 @@ def build_family_scene(cfg: FamilyConfig) -> SyntheticScene:
 
     num_objects = int(rng.integers(4, 9))
     kinds = rng.choice(len(OBJECT_KINDS), size=num_objects, replace=num_objects > len(OBJECT_KINDS))
-    sizes = rng.uniform(0.7, 1.35, num_objects) * (1.0 if num_objects <= 5 else 0.85)
+    sizes = rng.uniform(0.7, 1.35, num_objects) * (1.0 if num_objects <= 5 else 0.85) * float(cfg.object_scale)
     built = [(OBJECT_KINDS[k], *_BUILDERS[OBJECT_KINDS[k]](rng, per_object(), s)) for k, s in zip(kinds, sizes)]
     centres = _place(rng, [b[2] for b in built], half, round_top)
 

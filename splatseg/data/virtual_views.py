@@ -81,7 +81,7 @@ TARGET_FOOTPRINT_PX = 1.4
 """Median Gaussian footprint (geometric mean of the two largest standard deviations) in pixels."""
 MIN_SIDE, MAX_SIDE = 128, 512
 """Bounds of the automatic long image side."""
-SIDE_PER_TRAIN_SIDE = 2.5
+SIDE_PER_TRAIN_SIDE = 2.0
 """`train --splats` alone limits the automatic side to this many times --train-max-side (segments are
 downsampled to the training resolution, so larger views only cost time to render and segment).
 Chosen on family seeds 100-103 among 2 / 2.5 / 3 / none (4 at the default 128 px): README, "A splat
