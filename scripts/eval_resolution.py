@@ -82,6 +82,13 @@ def screen_diameter(scene: Path, stem: str, object_name: str, side: int) -> floa
     return float(np.sqrt(4.0 * area / np.pi) * scale)
 
 
+def table_row(side: int, label: str, rows: list[dict]) -> str:
+    """One line of the summary: objects, recall and IoU (count, area), held-out 2D IoU, means over rows."""
+    m = {k: np.nanmean([r[k] for r in rows]) for k in ("recall_3d_count", "recall_3d_area", "iou_3d_count", "iou_3d_area", "iou_2d")}
+    return (f"{side:>5} {label:>12} {len(rows):>8} {m['recall_3d_count']:>10.3f} {m['recall_3d_area']:>11.3f} "
+            f"{m['iou_3d_count']:>8.3f} {m['iou_3d_area']:>9.3f} {m['iou_2d']:>6.3f}")
+
+
 def main(args: Args) -> int:
     import torch
 
@@ -116,16 +123,9 @@ def main(args: Args) -> int:
         mine = [r for r in rows if r["side"] == side]
         for lo, hi in zip(BINS[:-1], BINS[1:]):
             b = [r for r in mine if lo <= r["diameter_px"] < hi]
-            if not b:
-                continue
-            label = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">= {lo:g}"
-            print(f"{side:>5} {label:>12} {len(b):>8} {np.mean([r['recall_3d_count'] for r in b]):>10.3f} "
-                  f"{np.mean([r['recall_3d_area'] for r in b]):>11.3f} {np.mean([r['iou_3d_count'] for r in b]):>8.3f} "
-                  f"{np.mean([r['iou_3d_area'] for r in b]):>9.3f} {np.nanmean([r['iou_2d'] for r in b]):>6.3f}")
-        print(f"{side:>5} {'all':>12} {len(mine):>8} {np.mean([r['recall_3d_count'] for r in mine]):>10.3f} "
-              f"{np.mean([r['recall_3d_area'] for r in mine]):>11.3f} {np.mean([r['iou_3d_count'] for r in mine]):>8.3f} "
-              f"{np.mean([r['iou_3d_area'] for r in mine]):>9.3f} {np.nanmean([r['iou_2d'] for r in mine]):>6.3f}   "
-              f"train s: mean {np.mean(seconds[side]):.0f}")
+            if b:
+                print(table_row(side, f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">= {lo:g}", b))
+        print(table_row(side, "all", mine) + f"   train s: mean {np.mean(seconds[side]):.0f}")
     if args.json is not None:
         from splatseg.io.atomic import atomic_write
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from splatseg.render.projection import ALPHA_MIN, FOV_CLAMP
+from splatseg.render.projection import ALPHA_MIN, FOV_CLAMP, quat_to_rotmat
 from splatseg.render.torch_raster import ALPHA_MAX, T_MIN
 
 
@@ -50,9 +50,10 @@ CULL_SIGMAS = 4.0
 """Gaussians further than this many standard deviations from the ray are not rendered."""
 
 CHUNK = 256
-"""Gaussians per culling chunk (consecutive in Morton order). Measured on a 3M-Gaussian surface
-cloud (`scripts/bench_query.py --ray`): near_ray 8.0 / 4.0 / 2.6 / 2.1 ms at 1024 / 512 / 256 / 128;
-smaller chunks bound their members tighter, but the per-chunk pass grows as N / CHUNK."""
+"""Gaussians per culling chunk (consecutive in Morton order). Measured once on a 3M-Gaussian
+surface cloud like `scripts/bench_query.py`'s (`surface_field`), CHUNK changed between runs, other
+jobs on the machine: near_ray 8.0 / 4.0 / 2.6 / 2.1 ms at 1024 / 512 / 256 / 128; smaller chunks
+bound their members tighter, but the per-chunk pass grows as N / CHUNK."""
 
 COMPOSITE_BATCH = 256
 """The pixel composite projects the Gaussians near the ray in depth-ordered batches of this many and
@@ -77,12 +78,12 @@ class PickingTensors:
 
     means [N, 3] world, quats [N, 4] w x y z unit, scales [N, 3] standard deviations (scene units),
     opacities [N] in (0, 1), features [N, D]. For the culling (NumPy, so a click's latency does not
-    depend on torch's thread pool): means_np [N, 3] (sharing memory with `means`), max_scale [N]
-    (largest of the three scales), order [N] (Gaussian indices in Morton order, chunk k being
-    order[k * CHUNK : (k + 1) * CHUNK]), sorted_means [N, 3] and sorted_max_scale [N] (the same
-    in Morton order, so a chunk's members are read from consecutive memory: gathering them through
-    `order` instead costs a random access each, the larger part of a click at 1M Gaussians) and per
-    chunk: chunk_centre [C, 3], chunk_radius [C], chunk_scale [C] (largest max_scale in the chunk).
+    depend on torch's thread pool): means_np [N, 3] (sharing memory with `means`), order [N]
+    (Gaussian indices in Morton order, chunk k being order[k * CHUNK : (k + 1) * CHUNK]),
+    sorted_means [N, 3] and sorted_max_scale [N] (centres and largest of the three scales in Morton
+    order, so a chunk's members are read from consecutive memory: gathering them through `order`
+    instead costs a random access each, the larger part of a click at 1M Gaussians) and per chunk:
+    chunk_centre [C, 3], chunk_radius [C], chunk_scale [C] (largest scale in the chunk).
     """
 
     means: Tensor
@@ -91,7 +92,6 @@ class PickingTensors:
     opacities: Tensor
     features: Tensor
     means_np: np.ndarray
-    max_scale: np.ndarray
     order: np.ndarray
     sorted_means: np.ndarray
     sorted_max_scale: np.ndarray
@@ -115,7 +115,7 @@ class PickingTensors:
         dist = np.linalg.norm(sorted_means - np.repeat(centre, counts, axis=0), axis=1)
         radius = np.maximum.reduceat(dist, starts) if len(order) else np.zeros(0)
         scale = np.maximum.reduceat(sorted_max_scale, starts) if len(order) else np.zeros(0)
-        return cls(means_t, t(quats), scales_t, t(opacities).reshape(-1), t(features), means_np, max_scale,
+        return cls(means_t, t(quats), scales_t, t(opacities).reshape(-1), t(features), means_np,
                    order, sorted_means, sorted_max_scale, centre, radius * (1 + 1e-6) + 1e-9, scale)
 
 
@@ -177,17 +177,6 @@ def chunk_positions(chunks: np.ndarray, num_gaussians: int) -> np.ndarray:
     return pos[pos < num_gaussians]
 
 
-def _rotmats(quats: np.ndarray) -> np.ndarray:
-    """[M, 4] w x y z (normalised here) -> [M, 3, 3] float64, as `render.projection.quat_to_rotmat`."""
-    q = quats.astype(np.float64)
-    w, x, y, z = (q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)).T
-    return np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], axis=-1).reshape(-1, 3, 3)  # fmt: skip
-
-
 @dataclass
 class PixelWeights:
     """The picking pixel's blend: gaussians [n] int64 (indices into the picking tensors, front to
@@ -233,7 +222,7 @@ def pixel_weights(tensors: PickingTensors, idx: np.ndarray, viewmat: np.ndarray,
     acc = float(-np.expm1(log_t))
     gaussians = np.concatenate(kept) if kept else np.zeros(0, np.int64)
     weights = np.concatenate(kept_w) if kept_w else np.zeros(0)
-    return PixelWeights(gaussians.astype(np.int64), weights, acc, (wz / acc) if acc > 0 else 0.0)
+    return PixelWeights(gaussians.astype(np.int64, copy=False), weights, acc, (wz / acc) if acc > 0 else 0.0)
 
 
 def _pixel_alphas(tensors: PickingTensors, idx: np.ndarray, pc: np.ndarray, R: np.ndarray, f: float) -> np.ndarray:
@@ -247,7 +236,7 @@ def _pixel_alphas(tensors: PickingTensors, idx: np.ndarray, pc: np.ndarray, R: n
     J = np.zeros((len(z), 2, 3))
     J[:, 0, 0] = J[:, 1, 1] = f / z
     J[:, 0, 2], J[:, 1, 2] = -f * tx / (z * z), -f * ty / (z * z)
-    M = _rotmats(tensors.quats[idx].numpy()) * tensors.scales[idx].numpy().astype(np.float64)[:, None, :]  # R S
+    M = quat_to_rotmat(tensors.quats[idx]).double().numpy() * tensors.scales[idx].numpy().astype(np.float64)[:, None, :]  # R S
     JWM = np.einsum("nij,jk,nkl->nil", J, R, M)
     cov = JWM @ JWM.transpose(0, 2, 1)
     a, b, c = cov[:, 0, 0] + EPS2D, 0.5 * (cov[:, 0, 1] + cov[:, 1, 0]), cov[:, 1, 1] + EPS2D
